@@ -1,0 +1,1 @@
+"""The trio runtime: nodes, clusters, events and statistics (private; see `hakit`)."""

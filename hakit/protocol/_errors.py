@@ -1,0 +1,134 @@
+"""The hakit exception hierarchy: one root, names that say what happened.
+
+Protocol errors split as in h11: a `LocalProtocolError` is our own misuse of the protocol, a
+`RemoteProtocolError` is the peer's fault. A remote protocol error ends that one connection,
+never the node.
+"""
+
+from __future__ import annotations
+
+from ._stop import StopReason
+
+
+class HakitError(Exception):
+    """Base class of every error hakit raises on purpose."""
+
+
+class InvalidArgumentError(HakitError, ValueError):
+    """A call got an argument it cannot accept (bad flag, negative timeout, second answer...)."""
+
+
+class ProtocolError(HakitError):
+    """The replication or channel protocol was violated."""
+
+
+class LocalProtocolError(ProtocolError):
+    """We tried to do something the protocol does not allow in the current state."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent something the protocol does not allow (garbage, oversized, out of order).
+
+    Attributes:
+        stop_reason: the stop reason a replica reports when this error ends its link.
+    """
+
+    def __init__(
+        self, message: str, *, stop_reason: StopReason = StopReason.CONNECTION_ABORTED
+    ) -> None:
+        super().__init__(message)
+        self.stop_reason = stop_reason
+
+
+class ReplicationError(HakitError):
+    """A replica could not attach to its master.
+
+    Attributes:
+        stop_reason: why the replica stopped.
+        address: the master's connection string, when known.
+    """
+
+    def __init__(
+        self, message: str, *, stop_reason: StopReason, address: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.stop_reason = stop_reason
+        self.address = address
+
+
+class NetworkTimeoutError(ReplicationError, TimeoutError):
+    """The peer was not reached, or did not finish the exchange, within the timeout."""
+
+
+class HAProtocolError(ReplicationError):
+    """The master refused the replica: incompatible protocol, cluster or identity."""
+
+
+class HAIOError(ReplicationError):
+    """Sending to or receiving from the master failed before the replica was attached."""
+
+
+class NotMasterError(HakitError):
+    """A write was attempted on a node that is not the master.
+
+    Attributes:
+        master_address: the current master's address, when this node knows it.
+    """
+
+    def __init__(self, message: str, *, master_address: str | None = None) -> None:
+        if master_address is not None:
+            message = f"{message} (the master is at {master_address})"
+        super().__init__(message)
+        self.master_address = master_address
+
+
+class NoQuorumError(HakitError):
+    """Too few replicas are attached for the master's quorum; nothing was changed.
+
+    Attributes:
+        attached: how many replicas were attached.
+        quorum: how many the master requires.
+    """
+
+    def __init__(self, attached: int, quorum: int) -> None:
+        super().__init__(
+            f"only {attached} replica(s) attached, the quorum is {quorum}: "
+            "the transaction was not committed"
+        )
+        self.attached = attached
+        self.quorum = quorum
+
+
+class CommitFailedError(HakitError):
+    """A commit could not be confirmed; it must be treated as not committed.
+
+    Raised when the master stepped down (force master) while the commit waited, or a replica
+    could not keep up with an asynchronous master. `txid` is the id it would have had, if any.
+    """
+
+    def __init__(self, message: str, *, txid: int | None = None) -> None:
+        super().__init__(message)
+        self.txid = txid
+
+
+class KilledByReplicaError(HakitError):
+    """A replica took over as the master (force master); this node stepped down.
+
+    Attributes:
+        new_master: the name of the node that became the master.
+        address: its address, where it now serves replicas.
+        generation: the generation under which it accepts writes.
+    """
+
+    def __init__(self, new_master: str, address: str | None, generation: int) -> None:
+        super().__init__(
+            f"replica {new_master!r} took over as master (generation {generation}"
+            + (f", serving at {address})" if address else ")")
+        )
+        self.new_master = new_master
+        self.address = address
+        self.generation = generation
+
+
+class NodeClosedError(HakitError):
+    """The node was closed while the call was in progress, or before it was made."""

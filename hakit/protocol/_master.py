@@ -1,0 +1,290 @@
+r"""The master side of one replica link, as a sans-I/O state machine.
+
+Theory of operation: `decide_handshake` is a pure function of the replica's `Hello` and a
+`MasterView` (what the master holds and allows); it returns the answer and the sync plan.
+Afterwards `MasterLinkMachine.receive(message, now)` turns each message from the replica into
+one event, and `tick(now)` produces keep-alives and detects a silent replica. Acknowledgements
+are cumulative: one `Ack(txid)` confirms every transaction up to `txid`.
+
+States::
+
+    SYNCING --Ack >= target--> STREAMING --PromoteRequest--> PROMOTING --KillMaster--> KILLED
+       \___________________ Bye / error / silence ___________________> CLOSED
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import _messages as m
+from ._errors import LocalProtocolError, RemoteProtocolError
+from ._stop import StopReason
+
+
+@dataclass(frozen=True, slots=True)
+class MasterView:
+    """What the master holds and allows, as the handshake needs to see it."""
+
+    cluster: str
+    node: str
+    generation: int
+    txid: int
+    last_generation: int
+    #: ``generation_of(txid)`` is the generation of a transaction still in the master's log,
+    #: or None when the log no longer holds it (or never did).
+    generation_of: Callable[[int], int | None]
+    stateful: bool
+    accepting: bool  #: False when the replica limit is reached
+    names_in_use: frozenset[str]
+    keepalive_interval: float
+
+
+def decide_handshake(hello: m.Hello, view: MasterView) -> tuple[m.Welcome | m.Reject, m.SyncKind]:
+    """Answer a replica's `Hello`: accept with a sync plan, or refuse with a reason.
+
+    Returns:
+        The message to send back and the sync plan (meaningless for a `Reject`).
+    """
+
+    def reject(detail: str) -> tuple[m.Reject, m.SyncKind]:
+        return m.Reject(view.generation, int(StopReason.HANDSHAKE_FAILED), detail), m.SyncKind.FULL
+
+    if hello.version != m.PROTOCOL_VERSION:
+        return reject(
+            f"protocol version {hello.version} is not supported (the master speaks "
+            f"version {m.PROTOCOL_VERSION})"
+        )
+    if hello.cluster != view.cluster:
+        return reject(f"cluster {hello.cluster!r} is not this master's cluster {view.cluster!r}")
+    if hello.node == view.node:
+        return reject(f"replica name {hello.node!r} is the master's own name")
+    if hello.node in view.names_in_use:
+        return reject(f"a replica named {hello.node!r} is already attached")
+    if not view.accepting:
+        return reject("the master already serves its maximum number of replicas")
+    if hello.generation > view.generation:
+        return reject(
+            f"the replica has seen generation {hello.generation}, newer than this master's "
+            f"{view.generation}: this master is stale"
+        )
+    if hello.flags & m.HelloFlags.FORCE_SYNC:
+        sync = m.SyncKind.FULL
+    else:
+        sync = plan_sync(hello.txid, hello.last_generation, view)
+    return m.Welcome(
+        view.generation, view.node, view.txid, int(sync), view.keepalive_interval
+    ), sync
+
+
+def plan_sync(txid: int, last_generation: int, view: MasterView) -> m.SyncKind:
+    """Choose how to bring a replica holding ``(txid, last_generation)`` up to date.
+
+    A replica is on the master's history when the master's transaction `txid` has the same
+    generation. Then, equal txids need no load, and a master whose log still holds every
+    later transaction replays only those (when `stateful`). Anything else, including an empty
+    replica, a replica ahead of the master or one on another history, gets a full snapshot.
+    """
+    if txid > view.txid:
+        return m.SyncKind.FULL
+    if txid == view.txid and last_generation == view.last_generation:
+        return m.SyncKind.EQUAL
+    if not view.stateful:
+        return m.SyncKind.FULL
+    # An empty replica has no history to extend: it gets a snapshot, the cheaper way to
+    # ship a whole database.
+    on_history = txid > 0 and view.generation_of(txid) == last_generation
+    if on_history and (txid == view.txid or view.generation_of(txid + 1) is not None):
+        return m.SyncKind.INCREMENTAL
+    return m.SyncKind.FULL
+
+
+class LinkState(enum.Enum):
+    """Where a master's link to one replica stands."""
+
+    SYNCING = "syncing"
+    STREAMING = "streaming"
+    PROMOTING = "promoting"
+    KILLED = "killed"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class Acked:
+    """The replica applied every transaction up to `txid`."""
+
+    txid: int
+
+
+@dataclass(frozen=True, slots=True)
+class LinkSynced:
+    """The replica finished its initial sync."""
+
+    txid: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaLeft:
+    """The replica stopped by itself (`Bye`) or broke the protocol; close the link."""
+
+    reason: StopReason
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class PromoteRequested:
+    """The replica asks to take over: pause commits, then send `PromoteReady`."""
+
+
+@dataclass(frozen=True, slots=True)
+class KillRequested:
+    """The replica holds everything and tells this master to step down."""
+
+    generation: int
+    node: str
+    address: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewerGeneration:
+    """The replica speaks for a newer generation: this master is stale and must step down."""
+
+    generation: int
+
+
+LinkEvent = Acked | LinkSynced | ReplicaLeft | PromoteRequested | KillRequested | NewerGeneration
+
+
+class MasterLinkMachine:
+    """The master's half of the protocol for one attached replica.
+
+    Args:
+        replica: the replica's name.
+        generation: the master's generation.
+        sync_target: the txid at which the replica counts as synced.
+        txid: the replica's acknowledged position: the txid it said it holds, or 0 for a
+            `FULL` sync (a snapshot replaces the replica's history, so its old position, which
+            may be ahead of the master's, counts for nothing).
+        keepalive_interval: send a `KeepAlive` after this long without sending (0 disables).
+        detach_timeout: close the link when the replica is silent this long (0 disables).
+        now: the current time.
+    """
+
+    def __init__(
+        self,
+        *,
+        replica: str,
+        generation: int,
+        sync_target: int,
+        txid: int,
+        keepalive_interval: float = 0.0,
+        detach_timeout: float = 0.0,
+        now: float,
+    ) -> None:
+        self.replica = replica
+        self.generation = generation
+        self.sync_target = sync_target
+        self.acked = txid
+        self.keepalive_interval = keepalive_interval
+        self.detach_timeout = detach_timeout
+        self.state = LinkState.SYNCING
+        self.last_sent = now
+        self.last_heard = now
+        self.sent_txid = txid
+        self.pause_txid: int | None = None
+
+    @property
+    def next_deadline(self) -> float:
+        """When `tick` must next be called (``inf`` when nothing is timed)."""
+        if self.state in (LinkState.CLOSED, LinkState.KILLED):
+            return float("inf")
+        deadline = float("inf")
+        if self.keepalive_interval:
+            deadline = self.last_sent + self.keepalive_interval
+        if self.detach_timeout:
+            deadline = min(deadline, self.last_heard + self.detach_timeout)
+        return deadline
+
+    def sent(self, now: float, txid: int | None = None) -> None:
+        """Record that frames (up to transaction `txid`, if any) were sent at `now`."""
+        self.last_sent = now
+        if txid is not None:
+            self.sent_txid = txid
+
+    def tick(self, now: float) -> m.KeepAlive | ReplicaLeft | None:
+        """Return the keep-alive due now, or `ReplicaLeft` when the replica fell silent."""
+        if self.state in (LinkState.CLOSED, LinkState.KILLED):
+            return None
+        if self.detach_timeout and now >= self.last_heard + self.detach_timeout:
+            self.state = LinkState.CLOSED
+            return ReplicaLeft(
+                StopReason.CONNECTION_ABORTED,
+                f"replica {self.replica!r} silent for {self.detach_timeout:g} s (detach_timeout)",
+            )
+        if self.keepalive_interval and now >= self.last_sent + self.keepalive_interval:
+            self.last_sent = now
+            return m.KeepAlive(self.generation, self.sent_txid)
+        return None
+
+    def pause_ready(self, txid: int) -> m.PromoteReady:
+        """Commits are paused with every committed transaction <= `txid` sent."""
+        if self.state is not LinkState.PROMOTING:
+            raise LocalProtocolError("pause_ready without a promote request")
+        self.pause_txid = txid
+        return m.PromoteReady(self.generation, txid)
+
+    def receive(self, msg: m.Message, now: float) -> LinkEvent | None:
+        """Process one message from the replica.
+
+        A protocol violation becomes `ReplicaLeft(CONNECTION_ABORTED)`: it ends this link only.
+        """
+        if self.state in (LinkState.CLOSED, LinkState.KILLED):
+            raise LocalProtocolError("the link is closed")
+        self.last_heard = now
+        try:
+            return self._receive(msg)
+        except RemoteProtocolError as exc:
+            self.state = LinkState.CLOSED
+            return ReplicaLeft(exc.stop_reason, f"protocol error from the replica: {exc}")
+
+    def _receive(self, msg: m.Message) -> LinkEvent | None:
+        if isinstance(msg, m.KillMaster):
+            return self._kill(msg)
+        if msg.generation > self.generation:
+            return NewerGeneration(msg.generation)
+        if isinstance(msg, m.Ack):
+            if msg.txid < self.acked or msg.txid > self.sent_txid:
+                raise RemoteProtocolError(
+                    f"ack for txid {msg.txid} outside [{self.acked}, {self.sent_txid}]"
+                )
+            self.acked = msg.txid
+            if self.state is LinkState.SYNCING and msg.txid >= self.sync_target:
+                self.state = LinkState.STREAMING
+                return LinkSynced(msg.txid)
+            return Acked(msg.txid)
+        if isinstance(msg, m.Bye):
+            self.state = LinkState.CLOSED
+            try:
+                reason = StopReason(msg.stop_reason)
+            except ValueError:
+                reason = StopReason.CONNECTION_ABORTED
+            return ReplicaLeft(reason, msg.detail)
+        if isinstance(msg, m.PromoteRequest) and self.state is LinkState.STREAMING:
+            self.state = LinkState.PROMOTING
+            return PromoteRequested()
+        raise RemoteProtocolError(f"unexpected {type(msg).__name__} while {self.state.value}")
+
+    def _kill(self, msg: m.KillMaster) -> LinkEvent:
+        if self.state is not LinkState.PROMOTING or self.pause_txid is None:
+            raise RemoteProtocolError("KillMaster without a completed promote request")
+        if msg.generation != self.generation + 1:
+            raise RemoteProtocolError(
+                f"KillMaster for generation {msg.generation}, expected {self.generation + 1}"
+            )
+        if self.acked != self.pause_txid:
+            raise RemoteProtocolError(
+                f"KillMaster from a replica that acked {self.acked}, not {self.pause_txid}"
+            )
+        self.state = LinkState.KILLED
+        return KillRequested(msg.generation, msg.node, msg.address)

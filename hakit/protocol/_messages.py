@@ -1,0 +1,305 @@
+"""Wire messages of the replication protocol.
+
+Every message is a frozen, slotted dataclass whose first field is the sender's ``generation``
+(the fencing counter, carried in every frame). On the wire a message is the msgpack array
+``[kind, generation, *fields]``; `Kind` maps tags to classes in one place. Transactions travel
+in batches (`Txns`) whose entries are packed once by the master and spliced into every
+replica's frame without re-encoding.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+from ._codec import array_header, frame, pack
+from ._errors import RemoteProtocolError
+
+#: The replication protocol version; a peer with another version is refused at the handshake.
+PROTOCOL_VERSION = 1
+
+#: A transaction entry on the wire: ``[txid, generation, ops]``; an op is ``[0, key, value]``
+#: (put) or ``[1, key]`` (delete).
+Entry = list[Any]
+
+
+class Kind(enum.IntEnum):
+    """Message type tags."""
+
+    HELLO = 1
+    WELCOME = 2
+    REJECT = 3
+    SNAPSHOT_BEGIN = 4
+    SNAPSHOT_CHUNK = 5
+    SNAPSHOT_END = 6
+    TXNS = 7
+    ACK = 8
+    KEEPALIVE = 9
+    DETACH = 10
+    BYE = 11
+    PROMOTE_REQUEST = 12
+    PROMOTE_READY = 13
+    KILL_MASTER = 14
+    MASTER_KILLED = 15
+    MASTER_CHANGED = 16
+    CANCEL = 17
+
+
+class HelloFlags(enum.IntFlag):
+    """Flags a replica sends in its `Hello`."""
+
+    NONE = 0
+    FORCE_MASTER = 1
+    FORCE_SYNC = 2
+
+
+class SyncKind(enum.IntEnum):
+    """How the master brings a connecting replica up to date."""
+
+    EQUAL = 0  #: same history, same txid: nothing to load
+    INCREMENTAL = 1  #: replay the missed transactions from the master's log
+    FULL = 2  #: load a full snapshot, then the transactions committed after it
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """Base class of the wire messages."""
+
+    KIND: ClassVar[Kind]
+    generation: int
+
+    def to_wire(self) -> list[Any]:
+        """Return the msgpack-ready array form ``[kind, generation, *fields]``."""
+        return [self.KIND, *(getattr(self, name) for name in _FIELDS[type(self)])]
+
+    def encode(self) -> bytes:
+        """Return this message as one complete frame."""
+        return frame(pack(self.to_wire()))
+
+
+@dataclass(frozen=True, slots=True)
+class Hello(Message):
+    """Replica -> master: who I am and what I hold."""
+
+    KIND = Kind.HELLO
+    version: int
+    cluster: str
+    node: str
+    txid: int
+    last_generation: int  #: generation of the replica's last transaction (its history)
+    flags: int
+    address: str | None  #: where the replica would serve replicas if it became master
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome(Message):
+    """Master -> replica: handshake accepted, and how the replica will be synced."""
+
+    KIND = Kind.WELCOME
+    master: str
+    txid: int
+    sync: int  #: a `SyncKind`
+    keepalive_interval: float
+
+
+@dataclass(frozen=True, slots=True)
+class Reject(Message):
+    """Master -> replica: handshake refused; the connection closes after it."""
+
+    KIND = Kind.REJECT
+    stop_reason: int
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotBegin(Message):
+    """Master -> replica: a full load starts; it reflects the database at `txid`."""
+
+    KIND = Kind.SNAPSHOT_BEGIN
+    txid: int
+    last_generation: int
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotChunk(Message):
+    """Master -> replica: part of the snapshot, as a flat ``[k1, v1, k2, v2, ...]`` list."""
+
+    KIND = Kind.SNAPSHOT_CHUNK
+    items: list[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotEnd(Message):
+    """Master -> replica: the snapshot is complete."""
+
+    KIND = Kind.SNAPSHOT_END
+    txid: int
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Txns(Message):
+    """Master -> replica: committed transactions, in txid order."""
+
+    KIND = Kind.TXNS
+    entries: list[Entry]
+
+    def to_wire(self) -> list[Any]:  # entries are spread, not nested
+        return [self.KIND, self.generation, *self.entries]
+
+
+@dataclass(frozen=True, slots=True)
+class Ack(Message):
+    """Replica -> master: every transaction up to `txid` is applied (cumulative)."""
+
+    KIND = Kind.ACK
+    txid: int
+
+
+@dataclass(frozen=True, slots=True)
+class KeepAlive(Message):
+    """Master -> replica: I am alive; my last txid is `txid`. The replica answers with an Ack."""
+
+    KIND = Kind.KEEPALIVE
+    txid: int
+
+
+@dataclass(frozen=True, slots=True)
+class Detach(Message):
+    """Master -> replica: the master ends this replica's replication."""
+
+    KIND = Kind.DETACH
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Bye(Message):
+    """Replica -> master: the replica stops (`stop_reason`) and closes the link."""
+
+    KIND = Kind.BYE
+    stop_reason: int
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class PromoteRequest(Message):
+    """Replica -> master: begin force master: pause commits and tell me the final txid."""
+
+    KIND = Kind.PROMOTE_REQUEST
+
+
+@dataclass(frozen=True, slots=True)
+class PromoteReady(Message):
+    """Master -> replica: commits are paused; every committed transaction is <= `txid`."""
+
+    KIND = Kind.PROMOTE_READY
+    txid: int
+
+
+@dataclass(frozen=True, slots=True)
+class KillMaster(Message):
+    """Replica -> master: I hold everything; step down. `generation` is the new generation."""
+
+    KIND = Kind.KILL_MASTER
+    node: str
+    address: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class MasterKilled(Message):
+    """Master -> promoting replica: I stepped down; you are the master of `generation`."""
+
+    KIND = Kind.MASTER_KILLED
+
+
+@dataclass(frozen=True, slots=True)
+class MasterChanged(Message):
+    """Old master -> its other replicas: follow the new master at `address`."""
+
+    KIND = Kind.MASTER_CHANGED
+    node: str
+    address: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel(Message):
+    """Anyone -> a replica's cancel point: stop replication now."""
+
+    KIND = Kind.CANCEL
+    node: str
+
+
+_CLASSES: dict[int, type[Message]] = {
+    cls.KIND: cls
+    for cls in (
+        Hello, Welcome, Reject, SnapshotBegin, SnapshotChunk, SnapshotEnd, Txns, Ack,
+        KeepAlive, Detach, Bye, PromoteRequest, PromoteReady, KillMaster, MasterKilled,
+        MasterChanged, Cancel,
+    )
+}  # fmt: skip
+_FIELDS: dict[type[Message], tuple[str, ...]] = {
+    cls: tuple(f.name for f in fields(cls)) for cls in _CLASSES.values()
+}
+
+
+_WIRE_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "str": (str,),
+    "float": (int, float),
+    "str | None": (str, type(None)),
+    "list[Any]": (list,),
+    "list[Entry]": (list,),
+}
+_TYPES: dict[type[Message], tuple[tuple[type, ...], ...]] = {
+    cls: tuple(_WIRE_TYPES[str(f.type)] for f in fields(cls)) for cls in _CLASSES.values()
+}
+
+
+def parse_message(value: Any) -> Message:
+    """Turn one decoded frame into a `Message`.
+
+    Raises:
+        RemoteProtocolError: the value is not a known message with the right fields.
+    """
+    if not isinstance(value, list) or len(value) < 2:
+        raise RemoteProtocolError(f"frame is not a message array: {_short(value)}")
+    kind, generation = value[0], value[1]
+    cls = _CLASSES.get(kind) if type(kind) is int else None  # a bool is not a kind
+    if cls is None:
+        raise RemoteProtocolError(f"unknown message kind {_short(kind)}")
+    if type(generation) is not int or generation < 0:
+        raise RemoteProtocolError(f"{cls.__name__}: bad generation {_short(generation)}")
+    if cls is Txns:
+        return Txns(generation, value[2:])
+    types = _TYPES[cls]
+    if len(value) != len(types) + 1:
+        raise RemoteProtocolError(
+            f"{cls.__name__}: expected {len(types)} fields, got {len(value) - 1}"
+        )
+    for name, accepted, field_value in zip(_FIELDS[cls], types, value[1:], strict=True):
+        if not isinstance(field_value, accepted) or isinstance(field_value, bool):
+            raise RemoteProtocolError(
+                f"{cls.__name__}.{name}: unexpected value {_short(field_value)}"
+            )
+    return cls(*value[1:])
+
+
+def pack_entry(txid: int, generation: int, ops: list[Any]) -> bytes:
+    """Pack one transaction entry once, to be spliced into many `Txns` frames."""
+    return pack([txid, generation, ops])
+
+
+def encode_txns(generation: int, packed_entries: list[bytes]) -> bytes:
+    """Frame a `Txns` message from entries already packed with `pack_entry`."""
+    payload = b"".join(
+        (array_header(len(packed_entries) + 2), pack(int(Kind.TXNS)), pack(generation),
+         *packed_entries)
+    )  # fmt: skip
+    return frame(payload)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,379 @@
+r"""The replica side of one attach session, as a sans-I/O state machine.
+
+Theory of operation: the runtime sends `hello()`, then feeds every received message to
+`receive(message, now)` and acts on the events it returns, in order (apply these entries,
+begin a load, send this message, stop). Time only enters as `now`; `next_deadline` tells the
+runtime when to call `tick(now)`, which is how a silent master is detected.
+
+States::
+
+    HANDSHAKING --Welcome(EQUAL/INCREMENTAL)--> STREAMING --PromoteReady--> PROMOTING
+         |        \--Welcome(FULL)--> LOADING --SnapshotEnd--/                 |
+         +--Reject / Detach / error / timeout --> STOPPED <--MasterKilled--------+
+
+Every transaction entry is checked before it is handed out: txids must follow on exactly and
+generations never go back, so a replica can never apply a gap or a stale master's history.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+from . import _messages as m
+from ._errors import LocalProtocolError, RemoteProtocolError
+from ._stop import StopReason
+
+
+class ReplicaState(enum.Enum):
+    """Where a replica's attach session stands."""
+
+    HANDSHAKING = "handshaking"
+    LOADING = "loading"
+    STREAMING = "streaming"
+    PROMOTING = "promoting"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class Welcomed:
+    """The master accepted us and chose how to sync."""
+
+    master: str
+    sync: m.SyncKind
+    txid: int
+
+
+@dataclass(frozen=True, slots=True)
+class LoadBegin:
+    """A full load starts: stage a new database, keep serving reads from the old one."""
+
+    txid: int
+    last_generation: int
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class LoadChunk:
+    """Part of the snapshot as a flat ``[k1, v1, ...]`` list."""
+
+    items: list[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class LoadEnd:
+    """The snapshot is complete: make the staged database current at `txid`."""
+
+    txid: int
+    last_generation: int
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class Apply:
+    """Apply these entries (``[txid, generation, ops]``, already checked) in order."""
+
+    entries: list[m.Entry]
+
+
+@dataclass(frozen=True, slots=True)
+class Synced:
+    """The replica now holds everything the master had when it was welcomed.
+
+    Send `ReplicaMachine.ack` now, before acting on the events that follow: the master's link
+    counts the replica as synced only once it sees that ack, and refuses a force-master
+    `PromoteRequest` (which may come next) before it.
+    """
+
+    txid: int
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send this message to the master."""
+
+    message: m.Message
+
+
+@dataclass(frozen=True, slots=True)
+class Promoted:
+    """The old master stepped down: this node is the master of `generation`."""
+
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class FollowMaster:
+    """The master was replaced; reconnect to the new one at `address`."""
+
+    node: str
+    address: str | None
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class Stopped:
+    """Replication stopped for `reason`; the link must be closed."""
+
+    reason: StopReason
+    detail: str
+
+
+ReplicaEvent = (
+    Welcomed | LoadBegin | LoadChunk | LoadEnd | Apply | Synced | Send | Promoted
+    | FollowMaster | Stopped
+)  # fmt: skip
+
+
+class ReplicaMachine:
+    """The replica's half of the replication protocol for one connection.
+
+    Args:
+        cluster: the cluster name both sides must share.
+        node: this replica's name.
+        generation: this node's persisted generation.
+        txid: the txid of the last transaction this node holds.
+        last_generation: the generation of that transaction.
+        force_master: take over as master once synced (`FORCE_MASTER`).
+        force_sync: ask for a full load even when the databases look equal (`FORCE_SYNC`).
+        address: where this node would serve replicas as master.
+        wait_data_timeout: stop with `CONNECTION_ABORTED` when the master is silent this long
+            (seconds; 0 disables).
+        now: the current time.
+    """
+
+    def __init__(
+        self,
+        *,
+        cluster: str,
+        node: str,
+        generation: int,
+        txid: int,
+        last_generation: int,
+        force_master: bool = False,
+        force_sync: bool = False,
+        address: str | None = None,
+        wait_data_timeout: float = 0.0,
+        now: float,
+    ) -> None:
+        self.cluster = cluster
+        self.node = node
+        self.generation = generation
+        self.txid = txid
+        self.last_generation = last_generation
+        self.force_master = force_master
+        self.force_sync = force_sync
+        self.address = address
+        self.wait_data_timeout = wait_data_timeout
+        self.state = ReplicaState.HANDSHAKING
+        self.master: str | None = None
+        #: How the master chose to sync us, once welcomed.
+        self.sync_kind: m.SyncKind | None = None
+        self._loaded: int | None = None
+        self._snapshot = (0, 0)
+        self.stop_reason: StopReason | None = None
+        self._target: int | None = None  # txid at which we count as synced
+        self._synced = False
+        self._kill_sent = False  # KillMaster sent: only now may MasterKilled promote us
+        self._last_heard = now
+
+    @property
+    def synced(self) -> bool:
+        """Whether the replica has caught up with the master's state at the handshake."""
+        return self._synced
+
+    @property
+    def next_deadline(self) -> float:
+        """When `tick` must next be called (``inf`` when nothing is timed)."""
+        if self.state is ReplicaState.STOPPED or not self.wait_data_timeout:
+            return float("inf")
+        return self._last_heard + self.wait_data_timeout
+
+    def hello(self) -> m.Hello:
+        """Return the handshake message that opens the session."""
+        flags = m.HelloFlags.NONE
+        if self.force_master:
+            flags |= m.HelloFlags.FORCE_MASTER
+        if self.force_sync:
+            flags |= m.HelloFlags.FORCE_SYNC
+        return m.Hello(
+            self.generation, m.PROTOCOL_VERSION, self.cluster, self.node, self.txid,
+            self.last_generation, int(flags), self.address,
+        )  # fmt: skip
+
+    def tick(self, now: float) -> Stopped | None:
+        """Check timers; return `Stopped` when the master has been silent too long."""
+        if now >= self.next_deadline:
+            return self._stop(
+                StopReason.CONNECTION_ABORTED,
+                f"no data from the master for {self.wait_data_timeout:g} s (wait_data_timeout)",
+            )
+        return None
+
+    def stop(self, reason: StopReason, detail: str) -> m.Bye | None:
+        """Stop locally; return the `Bye` to send to the master, if the link is still usable."""
+        was_running = self.state is not ReplicaState.STOPPED
+        self._stop(reason, detail)
+        return m.Bye(self.generation, int(reason), detail) if was_running else None
+
+    def connection_lost(self, detail: str) -> Stopped:
+        """Record that the link broke."""
+        if self.state is ReplicaState.STOPPED:
+            assert self.stop_reason is not None
+            return Stopped(self.stop_reason, detail)
+        return self._stop(StopReason.CONNECTION_ABORTED, detail)
+
+    def receive(self, message: m.Message, now: float) -> list[ReplicaEvent]:
+        """Process one message from the master and return what the runtime must do.
+
+        A protocol violation by the master ends the session: the result is a `Stopped` event,
+        never an exception, because a bad master must not take the replica's node down.
+        """
+        if self.state is ReplicaState.STOPPED:
+            raise LocalProtocolError("the replica session has stopped")
+        self._last_heard = now
+        try:
+            return self._receive(message)
+        except RemoteProtocolError as exc:
+            return [self._stop(exc.stop_reason, f"protocol error from the master: {exc}")]
+
+    def _receive(self, msg: m.Message) -> list[ReplicaEvent]:
+        if msg.generation < self.generation and not isinstance(msg, m.Reject):
+            raise RemoteProtocolError(
+                f"{type(msg).__name__} from generation {msg.generation}, older than ours "
+                f"({self.generation}): a stale master"
+            )
+        state = self.state
+        if isinstance(msg, m.Reject):
+            reason = _reason(msg.stop_reason, StopReason.HANDSHAKE_FAILED)
+            if reason not in _MASTER_REASONS:  # e.g. BECOMES_MASTER: only we can decide that
+                reason = StopReason.HANDSHAKE_FAILED
+            return [self._stop(reason, msg.detail)]
+        if isinstance(msg, m.Detach):
+            return [self._stop(StopReason.MASTER_REQUESTED_DISCONNECT, msg.detail)]
+        if state is ReplicaState.HANDSHAKING:
+            if not isinstance(msg, m.Welcome):
+                raise RemoteProtocolError(f"expected Welcome, got {type(msg).__name__}")
+            return self._welcome(msg)
+        if state is ReplicaState.LOADING:
+            if isinstance(msg, m.KeepAlive):
+                return []  # liveness only: no Ack, our txid means nothing until LoadEnd
+            return self._loading(msg)
+        if isinstance(msg, m.Txns):
+            return self._txns(msg)
+        if isinstance(msg, m.KeepAlive):
+            return [Send(m.Ack(self.generation, self.txid))]
+        if isinstance(msg, m.PromoteReady) and state is ReplicaState.PROMOTING:
+            if msg.txid != self.txid:
+                raise RemoteProtocolError(
+                    f"master paused at txid {msg.txid} but we hold {self.txid}"
+                )
+            self._kill_sent = True
+            return [Send(m.KillMaster(self.generation + 1, self.node, self.address))]
+        if isinstance(msg, m.MasterKilled) and self._kill_sent:
+            if msg.generation != self.generation + 1:
+                raise RemoteProtocolError(f"MasterKilled for generation {msg.generation}")
+            self.generation = msg.generation
+            self._stop(StopReason.BECOMES_MASTER, "this node is now the master")
+            return [Promoted(msg.generation)]
+        if isinstance(msg, m.MasterChanged):
+            self._stop(StopReason.MASTER_REQUESTED_DISCONNECT, f"the master is now {msg.node}")
+            return [FollowMaster(msg.node, msg.address, msg.generation)]
+        raise RemoteProtocolError(f"unexpected {type(msg).__name__} while {state.value}")
+
+    def _welcome(self, msg: m.Welcome) -> list[ReplicaEvent]:
+        sync = m.SyncKind(msg.sync) if msg.sync in m.SyncKind._value2member_map_ else None
+        if sync is None:
+            raise RemoteProtocolError(f"unknown sync kind {msg.sync}")
+        self.master = msg.master
+        self.sync_kind = sync
+        self.generation = msg.generation
+        self._target = msg.txid
+        events: list[ReplicaEvent] = [Welcomed(msg.master, sync, msg.txid)]
+        if sync is m.SyncKind.FULL:
+            self.state = ReplicaState.LOADING
+            return events
+        if sync is m.SyncKind.EQUAL and msg.txid != self.txid:
+            raise RemoteProtocolError(
+                f"master claims equal at txid {msg.txid}, we hold {self.txid}"
+            )
+        if sync is m.SyncKind.INCREMENTAL and msg.txid < self.txid:
+            raise RemoteProtocolError(f"incremental resync back to txid {msg.txid}")
+        self.state = ReplicaState.STREAMING
+        events.extend(self._check_synced())
+        return events
+
+    def _loading(self, msg: m.Message) -> list[ReplicaEvent]:
+        if isinstance(msg, m.SnapshotBegin) and self._loaded is None:
+            self._loaded = 0
+            self._snapshot = (msg.txid, msg.last_generation)
+            return [LoadBegin(msg.txid, msg.last_generation, msg.count)]
+        if isinstance(msg, m.SnapshotChunk) and self._loaded is not None:
+            if len(msg.items) % 2:
+                raise RemoteProtocolError("snapshot chunk with an odd number of items")
+            self._loaded += len(msg.items) // 2
+            return [LoadChunk(msg.items)]
+        if isinstance(msg, m.SnapshotEnd) and self._loaded is not None:
+            txid, last_generation = self._snapshot
+            if msg.txid != txid or msg.count != self._loaded:
+                raise RemoteProtocolError(
+                    f"snapshot ended at txid {msg.txid} with {msg.count} keys, "
+                    f"but began at {txid} and delivered {self._loaded}"
+                )
+            self.txid, self.last_generation = txid, last_generation
+            self.state = ReplicaState.STREAMING
+            return [LoadEnd(txid, last_generation, self.generation), *self._check_synced()]
+        raise RemoteProtocolError(f"unexpected {type(msg).__name__} during the initial load")
+
+    def _txns(self, msg: m.Txns) -> list[ReplicaEvent]:
+        txid, last_generation = self.txid, self.last_generation
+        for entry in msg.entries:
+            if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[2], list)):
+                raise RemoteProtocolError(f"malformed transaction entry {m._short(entry)}")
+            if type(entry[0]) is not int or entry[0] != txid + 1:
+                raise RemoteProtocolError(f"transaction {entry[0]!r} does not follow {txid}")
+            if type(entry[1]) is not int or entry[1] < last_generation:
+                raise RemoteProtocolError(f"transaction {entry[0]} has generation {entry[1]!r}")
+            txid, last_generation = entry[0], entry[1]
+        self.txid, self.last_generation = txid, last_generation
+        events: list[ReplicaEvent] = [Apply(msg.entries)]
+        events.extend(self._check_synced())
+        return events
+
+    def _check_synced(self) -> list[ReplicaEvent]:
+        if self._synced or self._target is None or self.txid < self._target:
+            return []
+        self._synced = True
+        events: list[ReplicaEvent] = [Synced(self.txid)]
+        if self.force_master:
+            self.state = ReplicaState.PROMOTING
+            events.append(Send(m.PromoteRequest(self.generation)))
+        return events
+
+    def ack(self) -> m.Ack:
+        """Return the cumulative acknowledgement for everything handed out so far."""
+        return m.Ack(self.generation, self.txid)
+
+    def _stop(self, reason: StopReason, detail: str) -> Stopped:
+        if self.state is not ReplicaState.STOPPED:
+            self.state = ReplicaState.STOPPED
+            self.stop_reason = reason
+        return Stopped(reason, detail)
+
+
+#: The stop reasons a master may give in a `Reject`; the others are the replica's own.
+_MASTER_REASONS = frozenset(
+    {
+        StopReason.CONNECTION_ABORTED,
+        StopReason.MASTER_REQUESTED_DISCONNECT,
+        StopReason.HANDSHAKE_FAILED,
+    }
+)
+
+
+def _reason(value: int, default: StopReason) -> StopReason:
+    try:
+        return StopReason(value)
+    except ValueError:
+        return default

@@ -1,0 +1,110 @@
+"""The Storage contract: what a node's database must do.
+
+A storage holds the key/value data plus three persisted counters: ``txid`` (the last
+committed transaction, 0 for an empty database), ``last_generation`` (the generation of that
+transaction, which names the history it belongs to) and ``generation`` (the node's fencing
+counter, see DESIGN 4.5). Every method is synchronous and must not block for long; the
+runtime calls it from its event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+#: A key: ``str`` or ``bytes`` (distinct: ``"a"`` and ``b"a"`` are two keys).
+Key = str | bytes
+#: One write: ``[0, key, value]`` (put) or ``[1, key]`` (delete).
+Op = list[Any]
+#: One committed transaction: ``[txid, generation, ops]``.
+Entry = list[Any]
+
+PUT = 0
+DELETE = 1
+
+
+class Snapshot(Protocol):
+    """A consistent, read-only view of the database at one txid, read in chunks."""
+
+    txid: int
+    last_generation: int
+    count: int
+
+    def chunks(self, max_items: int) -> Iterator[list[Any]]:
+        """Yield the data as flat ``[k1, v1, k2, v2, ...]`` lists of at most `max_items` pairs."""
+        ...
+
+    def close(self) -> None:
+        """Release the view."""
+        ...
+
+
+class Loader(Protocol):
+    """A full load in progress; nothing is visible until `commit`."""
+
+    def add(self, items: list[Any]) -> None:
+        """Stage a flat ``[k1, v1, ...]`` chunk."""
+        ...
+
+    def commit(self, txid: int, last_generation: int, generation: int) -> None:
+        """Atomically replace the database with the staged data at `txid`."""
+        ...
+
+    def abort(self) -> None:
+        """Discard the staged data; the database is as before `begin_load`."""
+        ...
+
+
+class Storage(Protocol):
+    """A node's database."""
+
+    @property
+    def txid(self) -> int:
+        """The txid of the last committed transaction (0: empty)."""
+        ...
+
+    @property
+    def last_generation(self) -> int:
+        """The generation of the last committed transaction."""
+        ...
+
+    @property
+    def generation(self) -> int:
+        """The node's persisted generation (fencing counter)."""
+        ...
+
+    def set_generation(self, generation: int) -> None:
+        """Persist a new generation; it never goes down."""
+        ...
+
+    def get(self, key: Key, default: Any = None) -> Any:
+        """Return the value of `key`, or `default`."""
+        ...
+
+    def items(self) -> Iterator[tuple[Key, Any]]:
+        """Iterate over all pairs (order unspecified)."""
+        ...
+
+    def __len__(self) -> int:
+        """Return the number of keys."""
+        ...
+
+    def apply(self, entries: list[Entry]) -> None:
+        """Apply committed transactions in order, atomically as a batch.
+
+        Each entry's txid must be exactly one more than the previous one (the first, one more
+        than `txid`); otherwise `ValueError` is raised and nothing changes.
+        """
+        ...
+
+    def snapshot(self) -> Snapshot:
+        """Open a consistent view of the current state; later writes do not show in it."""
+        ...
+
+    def begin_load(self) -> Loader:
+        """Start a full load that will replace the whole database."""
+        ...
+
+    def close(self) -> None:
+        """Flush and release resources."""
+        ...

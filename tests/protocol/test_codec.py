@@ -1,0 +1,222 @@
+"""Length-prefixed msgpack frames: `encode_frame`, `FrameDecoder`, `array_header`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hakit.protocol import FrameDecoder, RemoteProtocolError, StopReason, encode_frame
+from hakit.protocol._codec import array_header, frame, pack
+
+# msgpack values that survive a round trip unchanged (tuples come back as lists, so none;
+# maps keyed by str/int/bytes, as the decoder allows non-str keys).
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20)
+    | st.binary(max_size=40)
+)
+values = st.recursive(
+    scalars,
+    lambda children: (
+        st.lists(children, max_size=5)
+        | st.dictionaries(
+            st.text(max_size=5) | st.integers(-1000, 1000) | st.binary(max_size=5),
+            children,
+            max_size=5,
+        )
+    ),
+    max_leaves=20,
+)
+
+
+def decode_in_pieces(data: bytes, cuts: list[int], **kwargs: Any) -> list[Any]:
+    """Feed `data` to one decoder split at the sorted offsets `cuts`, draining after each."""
+    decoder = FrameDecoder(**kwargs)
+    out: list[Any] = []
+    start = 0
+    for cut in [*cuts, len(data)]:
+        decoder.feed(data[start:cut])
+        out += decoder.drain()
+        start = cut
+    assert decoder.buffered == 0
+    return out
+
+
+def test_frame_layout() -> None:
+    data = encode_frame(["a", 1])
+    payload = msgpack.packb(["a", 1])
+    assert data == len(payload).to_bytes(4, "big") + payload
+    assert frame(b"\xc0") == b"\x00\x00\x00\x01\xc0"
+
+
+def test_bytes_and_str_stay_distinct() -> None:
+    decoder = FrameDecoder()
+    decoder.feed(encode_frame([b"k", "k", {b"b": 1, "s": 2, 3: 4}]))
+    assert decoder.drain() == [[b"k", "k", {b"b": 1, "s": 2, 3: 4}]]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [None, 0, -1, 2**64 - 1, 1.5, "", "é", b"", b"\x00" * 70000, [], [[]], {"a": [1, b"x"]}],
+)
+def test_round_trip_one_frame(value: Any) -> None:
+    decoder = FrameDecoder()
+    decoder.feed(encode_frame(value))
+    assert decoder.drain() == [value]
+    assert decoder.drain() == []
+    assert decoder.buffered == 0
+
+
+def test_every_split_point_of_a_small_stream() -> None:
+    messages: list[Any] = [[1, 0, "hello"], b"", {"k": [1, 2, 3]}, None, "x" * 40, 7]
+    data = b"".join(encode_frame(v) for v in messages)
+    for cut in range(len(data) + 1):
+        assert decode_in_pieces(data, [cut]) == messages, cut
+    for cut in range(len(data) + 1):  # and every pair of split points around each frame edge
+        for second in range(cut, min(cut + 6, len(data)) + 1):
+            assert decode_in_pieces(data, [cut, second]) == messages, (cut, second)
+
+
+def test_byte_by_byte() -> None:
+    messages: list[Any] = [[i, "v" * i] for i in range(20)]
+    data = b"".join(encode_frame(v) for v in messages)
+    assert decode_in_pieces(data, list(range(1, len(data)))) == messages
+
+
+def test_partial_frame_is_kept() -> None:
+    decoder = FrameDecoder()
+    data = encode_frame("abcdef")
+    decoder.feed(data[:-1])
+    assert decoder.drain() == []
+    assert decoder.buffered == len(data) - 1
+    decoder.feed(data[-1:])
+    assert decoder.drain() == ["abcdef"]
+
+
+def test_feed_accepts_bytearray_and_memoryview() -> None:
+    decoder = FrameDecoder()
+    data = encode_frame([1, 2]) + encode_frame([3])
+    decoder.feed(bytearray(data[:3]))
+    decoder.feed(memoryview(data)[3:])
+    assert decoder.drain() == [[1, 2], [3]]
+
+
+@given(st.lists(values, max_size=8), st.data())
+def test_random_streams_split_randomly(messages: list[Any], data: st.DataObject) -> None:
+    stream = b"".join(encode_frame(v) for v in messages)
+    cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=12).map(sorted))
+    assert decode_in_pieces(stream, cuts) == messages
+
+
+@given(st.lists(values, min_size=1, max_size=4))
+def test_random_streams_at_every_split_point(messages: list[Any]) -> None:
+    stream = b"".join(encode_frame(v) for v in messages)
+    for cut in range(len(stream) + 1):
+        assert decode_in_pieces(stream, [cut]) == messages
+
+
+# -- refusals ------------------------------------------------------------------------------
+
+
+def test_oversized_frame_is_refused_from_its_prefix_alone() -> None:
+    decoder = FrameDecoder(max_frame_size=10)
+    decoder.feed((11).to_bytes(4, "big"))  # the body never arrives
+    with pytest.raises(RemoteProtocolError, match="11 bytes exceeds the maximum of 10"):
+        decoder.drain()
+
+
+def test_frame_of_exactly_the_maximum_is_accepted() -> None:
+    payload = pack("x" * 8)
+    decoder = FrameDecoder(max_frame_size=len(payload))
+    decoder.feed(frame(payload))
+    assert decoder.drain() == ["x" * 8]
+
+
+def test_default_maximum_is_refused_without_buffering() -> None:
+    decoder = FrameDecoder()
+    decoder.feed(b"\xff\xff\xff\xff" + b"\x00" * 100)
+    with pytest.raises(RemoteProtocolError, match="exceeds"):
+        decoder.drain()
+    assert decoder.buffered == 0
+
+
+def test_max_frame_size_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        FrameDecoder(max_frame_size=0)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"\xc1",  # a byte msgpack never uses
+        b"\x92\x01",  # an array of two announcing more than the frame holds
+        b"\x01\x02",  # two values in one frame
+        b"",  # an empty frame holds no value
+        b"\xd9\x02\xff\xfe",  # a str that is not UTF-8
+    ],
+)
+def test_garbage_payload_is_a_remote_protocol_error(payload: bytes) -> None:
+    decoder = FrameDecoder()
+    decoder.feed(frame(payload))
+    with pytest.raises(RemoteProtocolError, match="not valid msgpack"):
+        decoder.drain()
+
+
+def test_good_frames_before_a_bad_one_come_first() -> None:
+    decoder = FrameDecoder()
+    decoder.feed(encode_frame("one") + encode_frame("two") + frame(b"\xc1") + encode_frame("x"))
+    assert decoder.drain() == ["one", "two"]
+    with pytest.raises(RemoteProtocolError):
+        decoder.drain()
+
+
+def test_good_frames_before_an_oversized_one_come_first() -> None:
+    decoder = FrameDecoder(max_frame_size=100)
+    decoder.feed(encode_frame("one") + (101).to_bytes(4, "big"))
+    assert decoder.drain() == ["one"]
+    with pytest.raises(RemoteProtocolError, match="exceeds"):
+        decoder.drain()
+
+
+def test_decoder_stays_broken() -> None:
+    decoder = FrameDecoder()
+    decoder.feed(frame(b"\xc1"))
+    with pytest.raises(RemoteProtocolError) as first:
+        decoder.drain()
+    decoder.feed(encode_frame("valid"))
+    for _ in range(2):
+        with pytest.raises(RemoteProtocolError) as again:
+            decoder.drain()
+        assert again.value is first.value
+
+
+def test_remote_protocol_error_defaults_to_connection_aborted() -> None:
+    decoder = FrameDecoder()
+    decoder.feed(frame(b"\xc1"))
+    with pytest.raises(RemoteProtocolError) as info:
+        decoder.drain()
+    assert info.value.stop_reason is StopReason.CONNECTION_ABORTED
+
+
+# -- array_header --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("length", [0, 1, 15, 16, 17, 65535, 65536, 70000])
+def test_array_header_matches_msgpack(length: int) -> None:
+    packed = msgpack.packb([None] * length)
+    header = array_header(length)
+    assert packed == header + b"\xc0" * length
+
+
+def test_spliced_array_decodes() -> None:
+    items = [pack(i) for i in range(20)]
+    decoder = FrameDecoder()
+    decoder.feed(frame(array_header(len(items)) + b"".join(items)))
+    assert decoder.drain() == [list(range(20))]
