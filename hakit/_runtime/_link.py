@@ -90,6 +90,7 @@ class ReplicaLink:
     def close_after_flush(self, reason: StopReason, detail: str) -> None:
         """Send what is queued, then close the link."""
         self._set_closed(reason, detail)
+        self.node._drop_link(self)
         self._close_after_flush = True
         self._start_flush_deadline()
         self._wake.set()
@@ -97,6 +98,7 @@ class ReplicaLink:
     def abort(self, reason: StopReason, detail: str) -> None:
         """Close the link at once, dropping whatever is queued."""
         self._set_closed(reason, detail)
+        self.node._drop_link(self)
         self._scope.cancel()
 
     async def wait_drained(self) -> None:
@@ -181,9 +183,6 @@ class ReplicaLink:
         await send(b"".join(batch))
         snapshot.close()
         self.snapshot = None
-        if self.static_load:
-            self.static_load = False
-            self.node._static_load_done()
 
     async def _receiver(self, scope: trio.CancelScope) -> None:
         while True:

@@ -39,7 +39,7 @@ from ..protocol import _messages as m
 from ..protocol import _replica as rm
 from ..protocol._codec import DEFAULT_MAX_FRAME_SIZE
 from ..storage import DELETE, PUT, Key, Loader, MemoryStorage, Storage
-from ..transports import FramedStream, SimulatedNetwork, connect, open_listener
+from ..transports import FramedStream, SimulatedNetwork, connect, open_listener, parse_address
 from ._events import (
     CommitFailed,
     Connected,
@@ -511,6 +511,9 @@ class Node:
         if isinstance(event, mm.Acked):
             self._on_ack(link, event.txid)
         elif isinstance(event, mm.LinkSynced):
+            if link.static_load:  # a static sync holds writes until the replica is synced
+                link.static_load = False
+                self._static_load_done()
             info = ReplicaInfo(link.name, _SYNC_NAMES[link.sync], event.txid)
             self._record(ReplicaSynced(self._now(), self.name, link.name, info.sync, event.txid))
             self._on_ack(link, event.txid)
@@ -546,23 +549,13 @@ class Node:
             self._pending.popleft()
 
     def _link_closed(self, link: ReplicaLink) -> None:
-        if self._links.get(link.name) is link:
-            del self._links[link.name]
+        self._drop_link(link)
         if link.static_load:
             link.static_load = False
             self._static_load_done()
         if self._pause_link is link:
             self._pause_link = None
             self._maybe_unpause()
-        reason = link.close_reason or StopReason.CONNECTION_ABORTED
-        self._record(ReplicaDetached(self._now(), self.name, link.name, reason, link.close_detail))
-        for pending in self._pending:
-            if link.name in pending.required:
-                pending.required.discard(link.name)
-                pending.detached.append(link.name)
-                pending.check()
-        while self._pending and self._pending[0].done.is_set():
-            self._pending.popleft()
 
     def _begin_pause(self, link: ReplicaLink) -> None:
         if self._pause_link is not None:
@@ -611,12 +604,19 @@ class Node:
                 StopReason.MASTER_REQUESTED_DISCONNECT, f"the master is now {new_master}"
             )
             # The replica will follow the new master; it no longer counts for commits here.
-            self._link_closed_for_commits(link)
+            self._drop_link(link)
         self._pause_link = None
         self._unpaused.set()
         self._set_role(Role.STANDALONE)
 
-    def _link_closed_for_commits(self, link: ReplicaLink) -> None:
+    def _drop_link(self, link: ReplicaLink) -> None:
+        """Stop counting `link` as attached: it no longer takes part in commits."""
+        if self._links.get(link.name) is link:
+            del self._links[link.name]
+            reason = link.close_reason or StopReason.CONNECTION_ABORTED
+            self._record(
+                ReplicaDetached(self._now(), self.name, link.name, reason, link.close_detail)
+            )
         for pending in self._pending:
             if link.name in pending.required:
                 pending.required.discard(link.name)
@@ -722,7 +722,7 @@ class Node:
     def _detach(self, link: ReplicaLink, detail: str) -> None:
         link.push_frame(m.Detach(self.generation, detail).encode())
         link.close_after_flush(StopReason.MASTER_REQUESTED_DISCONNECT, detail)
-        self._link_closed_for_commits(link)
+        self._drop_link(link)
 
     def detach_all_replicas(self) -> None:
         """Detach every attached replica."""
@@ -831,7 +831,7 @@ class Node:
                         f"no acknowledgement of txid {txid} within {params.synch_timeout:g} s "
                         "(synch_timeout)",
                     )
-                    self._link_closed_for_commits(link)
+                    self._drop_link(link)
             pending.required.clear()
             pending.done.set()
         if self._role is not Role.MASTER and self._killed is None:
@@ -878,6 +878,7 @@ class Node:
             raise InvalidArgumentError(f"expected ReplicaParams, got {type(params).__name__}")
         if not isinstance(timeout, int | float) or timeout <= 0:
             raise InvalidArgumentError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        parse_address(connection_string)  # a malformed string fails here, with ValueError
         if self._role is Role.MASTER:
             raise LocalProtocolError(
                 f"node {self.name!r} is a master; call stop_master() before attaching it as a replica"
@@ -887,13 +888,10 @@ class Node:
         session = _Session()
         self._session = session
         try:
-            async with trio.open_nursery() as nursery:
-                if ReplicaMode.ALLOW_CANCEL in params.mode:
-                    assert params.cancel_address is not None
-                    await self.listen(params.cancel_address)
-                reason = await self._replicate(session, connection_string, params, timeout)
-                nursery.cancel_scope.cancel()
-            return reason
+            if ReplicaMode.ALLOW_CANCEL in params.mode:
+                assert params.cancel_address is not None
+                await self.listen(params.cancel_address)
+            return await self._replicate(session, connection_string, params, timeout)
         finally:
             self._session = None
             if params.cancel_address and params.cancel_address != self._address:
@@ -1084,6 +1082,8 @@ class Node:
         elif isinstance(event, rm.Send):
             await self._send_to_master(framed, event.message, params)
         elif isinstance(event, rm.Welcomed):
+            if machine.generation > self.generation:
+                self.storage.set_generation(machine.generation)
             if event.sync is SyncKind.EQUAL:
                 self._notify(params, Notification.DB_EQUAL, f"txid {event.txid}")
             elif event.sync is SyncKind.INCREMENTAL:
