@@ -8,6 +8,7 @@ batch. No commit ever awaits a per-link round trip of its own.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import trio
@@ -118,14 +119,10 @@ class ReplicaLink:
         try:
             with self._scope:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._receiver, nursery.cancel_scope)
-                    nursery.start_soon(self._timer)
-                    await self._sender()
+                    nursery.start_soon(self._guarded, self._receiver)
+                    nursery.start_soon(self._guarded, self._timer)
+                    await self._guarded(self._sender)
                     nursery.cancel_scope.cancel()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, EOFError) as exc:
-            self._set_closed(StopReason.CONNECTION_ABORTED, f"link to {self.name} lost: {exc}")
-        except RemoteProtocolError as exc:
-            self._set_closed(StopReason.CONNECTION_ABORTED, f"bad frame from {self.name}: {exc}")
         finally:
             if self.snapshot is not None:
                 self.snapshot.close()
@@ -136,6 +133,18 @@ class ReplicaLink:
             self._drained.set()
             self.closed.set()
             self.node._link_closed(self)
+
+    async def _guarded(self, task: Callable[[], Awaitable[None]]) -> None:
+        # Each task turns the peer's failures into a closed link, so that one bad replica
+        # ends only its own link and never raises into the master's nursery.
+        try:
+            await task()
+        except EOFError:
+            self.abort(StopReason.CONNECTION_ABORTED, f"{self.name} closed the link")
+        except RemoteProtocolError as exc:
+            self.abort(StopReason.CONNECTION_ABORTED, f"bad frame from {self.name}: {exc}")
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self.abort(StopReason.CONNECTION_ABORTED, f"link to {self.name} lost: {exc!r}")
 
     def _set_closed(self, reason: StopReason, detail: str) -> None:
         if self.close_reason is None:
@@ -184,24 +193,11 @@ class ReplicaLink:
         snapshot.close()
         self.snapshot = None
 
-    async def _receiver(self, scope: trio.CancelScope) -> None:
+    async def _receiver(self) -> None:
         while True:
-            try:
-                values = await self.stream.receive()
-            except EOFError:
-                self._set_closed(StopReason.CONNECTION_ABORTED, f"{self.name} closed the link")
-                scope.cancel()
-                return
-            for value in values:
-                try:
-                    msg = m.parse_message(value)
-                except RemoteProtocolError as exc:
-                    self._set_closed(StopReason.CONNECTION_ABORTED, f"bad message: {exc}")
-                    scope.cancel()
-                    return
-                event = self.machine.receive(msg, trio.current_time())
+            for value in await self.stream.receive():
+                event = self.machine.receive(m.parse_message(value), trio.current_time())
                 if event is not None and self.node._link_event(self, event):
-                    scope.cancel()
                     return
 
     async def _timer(self) -> None:

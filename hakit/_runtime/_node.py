@@ -1175,6 +1175,34 @@ class Node:
             reply = m.Bye(self.generation, int(StopReason.CANCELLED), "cancelled")
         await self._send_and_close(framed, reply.encode())
 
+    # -- peers (used by message channels) ----------------------------------------------------
+    def _resolve_peer(self, name: str) -> str | None:
+        """Return the address of the node called `name`, if this node knows it.
+
+        Known peers: the node itself, cluster members (``mem:<name>``), attached replicas
+        (the address they announced) and the master this replica follows.
+        """
+        if name == self.name:
+            return self._address
+        if self._network is not None and self._network.is_listening(name):
+            return f"mem:{name}"
+        link = self._links.get(name)
+        if link is not None and link.address:
+            return link.address
+        session = self._session
+        if session is not None and session.master == name:
+            return session.master_address
+        return None
+
+    def _current_master(self) -> str | None:
+        """Return the current master's address: ``""`` for this node itself, None if unknown."""
+        if self._role is Role.MASTER:
+            return ""
+        session = self._session
+        if session is not None and session.master_address is not None:
+            return session.master_address
+        return self._master_hint
+
     # -- statistics ---------------------------------------------------------------------------------
     def statistics(self) -> NodeStatistics:
         """Return a snapshot of this node's counters and links."""

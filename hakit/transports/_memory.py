@@ -386,6 +386,10 @@ class SimulatedNetwork:
 
     # -- listeners and connections -------------------------------------------------------
 
+    def is_listening(self, name: str) -> bool:
+        """Whether some node listens on ``mem:<name>``."""
+        return name in self._listeners
+
     def listen(self, name: str) -> MemoryListener:
         """Start accepting connections to ``mem:<name>``.
 

@@ -1,0 +1,208 @@
+"""Bad input gets a clear error and loses nothing; the master keeps serving its replicas."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import pytest
+import trio
+
+import hakit
+from hakit import MasterParams, StopReason
+from hakit.protocol import PROTOCOL_VERSION, FrameDecoder, parse_message
+from hakit.protocol import _messages as m
+from hakit.transports import FramedStream, connect
+
+from .conftest import Nodes, commit, run_attach, wait_until
+
+
+async def healthy_pair(
+    nodes: Nodes, nursery: trio.Nursery, params: MasterParams | None = None
+) -> tuple[hakit.Node, hakit.Node]:
+    master = await nodes.add("m")
+    master.set_master_params(params or MasterParams())
+    replica = await nodes.add("r1")
+    run_attach(nursery, replica, master.address)
+    await master.attach_replica(timeout=5)
+    await commit(master, before=1)
+    return master, replica
+
+
+async def still_serving(master: hakit.Node, replica: hakit.Node) -> None:
+    """The healthy replica still gets and acknowledges every write; nothing was lost."""
+    result = await commit(master, after=2)
+    assert result.acked == ("r1",)
+    assert dict(replica.items()) == dict(master.items()) == {"before": 1, "after": 2}
+    assert master.role is hakit.Role.MASTER
+
+
+async def raw(nodes: Nodes, address: str) -> trio.abc.Stream:
+    network = nodes.cluster.network if nodes.cluster else None
+    return await connect(address, network=network, source="attacker")
+
+
+def hello(**overrides: object) -> bytes:
+    fields: dict[str, object] = dict(
+        generation=0, version=PROTOCOL_VERSION, cluster="hakit", node="x", txid=0,
+        last_generation=0, flags=0, address=None,
+    )
+    fields.update(overrides)
+    return m.Hello(**fields).encode()  # type: ignore[arg-type]
+
+
+async def refused_detail(master: hakit.Node) -> str:
+    await wait_until(lambda: bool(master.events.of_type(hakit.ConnectionRefused)))
+    event = master.events.of_type(hakit.ConnectionRefused)[-1]
+    assert isinstance(event, hakit.ConnectionRefused)
+    return event.detail
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        (b"\x00\x00\x00\x03\xc1\xc1\xc1", "not valid msgpack"),
+        (b"\xff\xff\xff\xff" + b"x" * 100, "exceeds the maximum"),
+        (b"\x00\x00\x00\x02\x92\x01", "not valid msgpack"),
+        (b"\x00\x00\x00\x01\x05", "not a message array"),
+        (b"\x00\x00\x00\x04" + b"\x93\x63\x00\x00", "unknown message kind"),
+    ],
+    ids=["garbage", "oversized", "short-array", "not-a-message", "unknown-kind"],
+)
+async def test_garbage_is_refused_and_master_keeps_serving(
+    nodes: Nodes, nursery: trio.Nursery, payload: bytes, expected: str
+) -> None:
+    master, replica = await healthy_pair(nodes, nursery)
+    stream = await raw(nodes, master.address)
+    await stream.send_all(payload)
+    assert expected in await refused_detail(master)
+    await still_serving(master, replica)
+    await stream.aclose()
+
+
+async def test_truncated_frame_is_refused(nodes: Nodes, nursery: trio.Nursery) -> None:
+    master, replica = await healthy_pair(nodes, nursery)
+    stream = await raw(nodes, master.address)
+    await stream.send_all(hello()[:10])
+    await stream.aclose()
+    assert "middle of a frame" in await refused_detail(master)
+    await still_serving(master, replica)
+
+
+async def test_silent_connection_times_out(nodes: Nodes, nursery: trio.Nursery) -> None:
+    master, replica = await healthy_pair(nodes, nursery, MasterParams(initial_timeout=1.0))
+    stream = await raw(nodes, master.address)
+    assert "no handshake in time" in await refused_detail(master)
+    await still_serving(master, replica)
+    await stream.aclose()
+
+
+async def reply_to(nodes: Nodes, address: str, data: bytes) -> m.Message:
+    async with FramedStream(await raw(nodes, address)) as framed:
+        await framed.send(data)
+        values = await framed.receive()
+    return parse_message(values[0])
+
+
+async def test_wrong_protocol_version(nodes: Nodes, nursery: trio.Nursery) -> None:
+    master, replica = await healthy_pair(nodes, nursery)
+    reply = await reply_to(nodes, master.address, hello(version=99))
+    assert isinstance(reply, m.Reject)
+    assert reply.stop_reason == StopReason.HANDSHAKE_FAILED
+    assert "protocol version 99" in reply.detail
+    await still_serving(master, replica)
+
+
+async def test_duplicate_replica_name(nodes: Nodes, nursery: trio.Nursery) -> None:
+    master, replica = await healthy_pair(nodes, nursery)
+    twin = hakit.Node("r1", network=nodes.cluster.network if nodes.cluster else None)
+    await nodes.nursery.start(twin._main)
+    with pytest.raises(hakit.HAProtocolError) as info:
+        await twin.attach_master(master.address)
+    assert info.value.stop_reason is StopReason.HANDSHAKE_FAILED
+    assert "already attached" in str(info.value)
+    await still_serving(master, replica)
+
+
+async def test_one_replica_too_many(nodes: Nodes, nursery: trio.Nursery) -> None:
+    master, replica = await healthy_pair(nodes, nursery, MasterParams(max_replicas=1))
+    extra = await nodes.add("r2")
+    with pytest.raises(hakit.HAProtocolError) as info:
+        await extra.attach_master(master.address)
+    assert info.value.stop_reason is StopReason.HANDSHAKE_FAILED
+    assert "maximum number of replicas" in str(info.value)
+    assert extra.role is hakit.Role.STANDALONE and extra.txid == 0
+    await still_serving(master, replica)
+
+
+async def test_not_a_master(nodes: Nodes) -> None:
+    plain = await nodes.add("plain")
+    other = await nodes.add("other")
+    with pytest.raises(hakit.HAProtocolError, match="not a master"):
+        await other.attach_master(plain.address)
+
+
+async def test_attached_replica_sending_garbage_loses_only_its_link(
+    nodes: Nodes, nursery: trio.Nursery
+) -> None:
+    master, replica = await healthy_pair(nodes, nursery)
+    async with FramedStream(await raw(nodes, master.address)) as framed:
+        await framed.send(hello(node="rogue"))
+        values = await framed.receive()
+        assert isinstance(parse_message(values[0]), m.Welcome)
+        await framed.send(b"\x00\x00\x00\x03\xc1\xc1\xc1")
+        await wait_until(lambda: "rogue" not in master.replicas)
+    detached = [e for e in master.events.of_type(hakit.ReplicaDetached) if e.replica == "rogue"]
+    assert detached and detached[-1].reason is StopReason.CONNECTION_ABORTED
+    assert "msgpack" in detached[-1].detail
+    await still_serving(master, replica)
+
+
+Serve = Callable[[trio.abc.Stream], Awaitable[None]]
+
+
+async def fake_master(nodes: Nodes, nursery: trio.Nursery, serve: Serve) -> str:
+    from hakit.transports import open_listener
+
+    address = "mem:fake" if nodes.cluster else "127.0.0.1:0"
+    listener, bound = await open_listener(address, network=nodes.cluster.network if nodes.cluster else None)
+
+    async def accept() -> None:
+        async with listener:
+            stream = await listener.accept()
+            async with stream:
+                await serve(stream)
+
+    nursery.start_soon(accept)
+    return bound
+
+
+async def test_replica_survives_a_master_sending_garbage(nodes: Nodes, nursery: trio.Nursery) -> None:
+    async def serve(stream: trio.abc.Stream) -> None:
+        await stream.receive_some(1000)
+        await stream.send_all(b"\x00\x00\x00\x03\xc1\xc1\xc1")
+        await trio.sleep(1)
+
+    address = await fake_master(nodes, nursery, serve)
+    replica = await nodes.add("r1")
+    with pytest.raises(hakit.HAIOError) as info:
+        await replica.attach_master(address)
+    assert info.value.stop_reason is StopReason.CONNECTION_ABORTED
+    assert "msgpack" in str(info.value)
+    assert replica.role is hakit.Role.STANDALONE
+
+
+async def test_replica_rejects_a_stale_master_stream(nodes: Nodes, nursery: trio.Nursery) -> None:
+    async def serve(stream: trio.abc.Stream) -> None:
+        decoder = FrameDecoder()
+        decoder.feed(await stream.receive_some(1000))
+        await stream.send_all(m.Welcome(5, "fake", 0, int(m.SyncKind.EQUAL), 1.0).encode())
+        # A transaction that does not follow on from txid 0: a gap in the history.
+        await stream.send_all(m.encode_txns(5, [m.pack_entry(7, 5, [[0, "k", 1]])]))
+        await trio.sleep(1)
+
+    address = await fake_master(nodes, nursery, serve)
+    replica = await nodes.add("r1")
+    reason = await replica.attach_master(address)
+    assert reason is StopReason.CONNECTION_ABORTED
+    assert "does not follow" in replica.events.of_type(hakit.ReplicaStopped)[-1].detail
+    assert replica.txid == 0 and replica.get("k") is None
