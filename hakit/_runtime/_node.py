@@ -748,6 +748,15 @@ class Node:
             raise NotMasterError(
                 f"node {self.name!r} stepped down and refuses writes", master_address=self._master_hint
             )
+        if self._role is Role.STANDALONE and self.generation > 0:
+            # Its generation belongs to some master's history: writing here would create a
+            # second writer in that generation. Only a fresh database (generation 0) is
+            # writable without being a master.
+            raise NotMasterError(
+                f"node {self.name!r} holds a replicated database (generation {self.generation}) "
+                "and is not a master: call set_master_params() to make it one",
+                master_address=self._master_hint,
+            )
         if self._closed:
             raise NodeClosedError(f"node {self.name!r} is closed")
 
@@ -1078,9 +1087,9 @@ class Node:
             error = self._apply(event.entries, params)
             if error is not None:
                 return self._iterator_error(machine, error)
-            await self._send_to_master(framed, machine.ack(), params)
+            return await self._send_to_master(machine, framed, machine.ack(), params)
         elif isinstance(event, rm.Send):
-            await self._send_to_master(framed, event.message, params)
+            return await self._send_to_master(machine, framed, event.message, params)
         elif isinstance(event, rm.Welcomed):
             if machine.generation > self.generation:
                 self.storage.set_generation(machine.generation)
@@ -1091,7 +1100,7 @@ class Node:
         elif isinstance(event, rm.Synced):
             sync = _SYNC_NAMES[machine.sync_kind] if machine.sync_kind is not None else "?"
             self._record(ReplicaSynced(self._now(), self.name, self.name, sync, event.txid))
-            await self._send_to_master(framed, machine.ack(), params)
+            return await self._send_to_master(machine, framed, machine.ack(), params)
         elif isinstance(event, rm.Promoted):
             self.storage.set_generation(event.generation)
             self._become_master_after_force(params)
@@ -1124,9 +1133,20 @@ class Node:
                 return f"on_transaction raised {type(exc).__name__}: {exc} (txid {entry[0]})"
         return None
 
-    async def _send_to_master(self, framed: FramedStream, msg: m.Message, params: ReplicaParams) -> None:
-        with trio.fail_after(params.commit_timeout or math.inf):
-            await framed.send(msg.encode())
+    async def _send_to_master(
+        self, machine: ReplicaMachine, framed: FramedStream, msg: m.Message, params: ReplicaParams
+    ) -> rm.Stopped | None:
+        """Send one message; a failure (or a send blocked past commit_timeout) ends the link."""
+        try:
+            with trio.fail_after(params.commit_timeout or math.inf):
+                await framed.send(msg.encode())
+        except trio.TooSlowError:
+            return machine.connection_lost(
+                f"sending to the master blocked for {params.commit_timeout:g} s (commit_timeout)"
+            )
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            return machine.connection_lost(f"sending to the master failed: {exc}")
+        return None
 
     def _replica_stopped(
         self, params: ReplicaParams, reason: StopReason, detail: str, master: str | None
