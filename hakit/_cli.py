@@ -144,7 +144,9 @@ async def demo(out: TextIO = sys.stdout) -> None:
         except Exception as exc:
             n.say(f"a write on gamma is refused: {type(exc).__name__}: {exc}")
 
-        n.step("gamma is stopped; alpha writes on; gamma comes back and replays only what it missed")
+        n.step(
+            "gamma is stopped; alpha writes on; gamma comes back and replays only what it missed"
+        )
         gamma.replica_stop()
         await gamma_done.wait()
         async with alpha.transaction() as tx:
@@ -164,7 +166,7 @@ async def demo(out: TextIO = sys.stdout) -> None:
         n.say(f"handover took {1000 * (trio.current_time() - started):.1f} ms; "
               f"beta is {beta.role.value}, generation {beta.generation}")  # fmt: skip
         n.say(f"alpha is now {alpha.role.value} and refuses writes")
-        while "gamma" not in beta.replicas:
+        while "gamma" not in beta.replicas:  # noqa: ASYNC110 - a demo may simply poll
             await trio.sleep(0.01)
         async with beta.transaction() as tx:
             tx.put("order:4", {"amount": 50})
@@ -189,7 +191,9 @@ async def demo(out: TextIO = sys.stdout) -> None:
                 if op[1] == "order:bad":
                     raise ValueError("negative amount")
 
-        gamma_done = await _replica(nursery, gamma, _addr(beta), n, ReplicaParams(on_transaction=audit))
+        gamma_done = await _replica(
+            nursery, gamma, _addr(beta), n, ReplicaParams(on_transaction=audit)
+        )
         await beta.attach_replica(timeout=5)
         async with beta.transaction() as tx:
             tx.put("order:bad", {"amount": -1})
@@ -228,7 +232,9 @@ async def run_node(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         if args.master:
             params = ReplicaParams(wait_data_timeout=args.wait_data_timeout)
             reason = await node.attach_master(args.master, params, timeout=args.timeout)
-            print(f"stopped: {reason.name} ({int(reason)}): {reason.describe()}", file=out, flush=True)
+            print(
+                f"stopped: {reason.name} ({int(reason)}): {reason.describe()}", file=out, flush=True
+            )
             return 0
         node.set_master_params(MasterParams())
         await node.serve_replicas()

@@ -16,7 +16,9 @@ from ..transports import FramedStream, connect
 from ._cluster import Cluster
 
 
-async def cancel(cancel_address: str, *, timeout: float = 5.0, cluster: Cluster | None = None) -> None:
+async def cancel(
+    cancel_address: str, *, timeout: float = 5.0, cluster: Cluster | None = None
+) -> None:
     """Cancel the replication of the replica whose cancel point is at `cancel_address`.
 
     The replica opened the cancel point with `ReplicaMode.ALLOW_CANCEL`; its `attach_master`

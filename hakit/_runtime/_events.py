@@ -37,7 +37,7 @@ class RoleChanged(Event):
     new: str
     generation: int
 
-    def describe(self) -> str:  # noqa: D102
+    def describe(self) -> str:
         return f"role {self.old} -> {self.new} (generation {self.generation})"
 
 
@@ -48,7 +48,7 @@ class Connected(Event):
     peer: str
     address: str | None
 
-    def describe(self) -> str:  # noqa: D102
+    def describe(self) -> str:
         return f"connected to {self.peer}" + (f" at {self.address}" if self.address else "")
 
 
@@ -60,7 +60,7 @@ class ReplicaSynced(Event):
     sync: str
     txid: int
 
-    def describe(self) -> str:  # noqa: D102
+    def describe(self) -> str:
         return f"replica {self.replica} synced ({self.sync}) at txid {self.txid}"
 
 
@@ -72,7 +72,7 @@ class ReplicaStopped(Event):
     detail: str
     master: str | None
 
-    def describe(self) -> str:  # noqa: D102
+    def describe(self) -> str:
         return f"replica stopped: {self.reason.name} - {self.reason.describe()} ({self.detail})"
 
 
@@ -84,7 +84,7 @@ class ReplicaDetached(Event):
     reason: StopReason
     detail: str
 
-    def describe(self) -> str:  # noqa: D102
+    def describe(self) -> str:
         return f"replica {self.replica} detached: {self.reason.name} ({self.detail})"
 
 
@@ -97,7 +97,7 @@ class MasterChanged(Event):
     address: str | None
     generation: int
 
-    def describe(self) -> str:  # noqa: D102
+    def describe(self) -> str:
         return (
             f"master changed {self.old_master} -> {self.new_master} at {self.address} "
             f"(generation {self.generation})"
@@ -111,7 +111,7 @@ class ConnectionRefused(Event):
     peer: str
     detail: str
 
-    def describe(self) -> str:  # noqa: D102
+    def describe(self) -> str:
         return f"refused {self.peer}: {self.detail}"
 
 
@@ -122,7 +122,7 @@ class CommitFailed(Event):
     txid: int | None
     detail: str
 
-    def describe(self) -> str:  # noqa: D102
+    def describe(self) -> str:
         return f"commit {self.txid} failed: {self.detail}"
 
 

@@ -209,4 +209,3 @@ class ReplicaLink:
             elif result is not None:
                 self.abort(result.reason, result.detail)
                 return
-

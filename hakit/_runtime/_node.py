@@ -10,10 +10,11 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import trio
+import trio.lowlevel
 
 from ..protocol import (
     CommitFailedError,
@@ -230,7 +231,7 @@ class Node:
         self._applied = 0
         self._refused = 0
 
-    # -- identity and state ----------------------------------------------------------------
+    # -- identity and state --------------------------------------------------------------------
     @property
     def address(self) -> str | None:
         """Where this node listens (replicas attach and channels connect here), if anywhere."""
@@ -283,7 +284,7 @@ class Node:
             f"txid={self.txid} address={self._address!r}>"
         )
 
-    # -- lifecycle ---------------------------------------------------------------------------
+    # -- lifecycle -----------------------------------------------------------------------------
     async def _main(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         try:
             async with trio.open_nursery() as nursery:
@@ -355,7 +356,9 @@ class Node:
     def _set_role(self, role: Role) -> None:
         if role is not self._role:
             old, self._role = self._role, role
-            self._record(RoleChanged(self._now(), self.name, old.value, role.value, self.generation))
+            self._record(
+                RoleChanged(self._now(), self.name, old.value, role.value, self.generation)
+            )
         self._role_changed.set()
         self._role_changed = trio.Event()
 
@@ -391,10 +394,8 @@ class Node:
 
     async def _send_and_close(self, framed: FramedStream, data: bytes) -> None:
         with trio.move_on_after(1.0):
-            try:
+            with suppress(OSError, trio.BrokenResourceError, trio.ClosedResourceError):
                 await framed.send(data)
-            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
         with trio.CancelScope(shield=True):
             await framed.aclose()
 
@@ -625,7 +626,9 @@ class Node:
         while self._pending and self._pending[0].done.is_set():
             self._pending.popleft()
 
-    async def attach_replica(self, address: str | None = None, *, timeout: float = 60.0) -> ReplicaInfo:
+    async def attach_replica(
+        self, address: str | None = None, *, timeout: float = 60.0
+    ) -> ReplicaInfo:
         """Wait for one replica to connect and finish its initial sync.
 
         Args:
@@ -677,7 +680,10 @@ class Node:
             receive.close()
 
     async def serve_replicas(
-        self, address: str | None = None, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
+        self,
+        address: str | None = None,
+        *,
+        task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Serve any number of replicas on `address` until cancelled or stepped down.
 
@@ -736,7 +742,7 @@ class Node:
             self._detach(link, f"master {self.name} stopped replication")
         self._set_role(Role.STANDALONE)
 
-    # -- commits ---------------------------------------------------------------------------------
+    # -- commits -------------------------------------------------------------------------------
     def _check_writable(self) -> None:
         if self._role is Role.REPLICA:
             session = self._session
@@ -746,7 +752,8 @@ class Node:
             )
         if self._writes_disabled:
             raise NotMasterError(
-                f"node {self.name!r} stepped down and refuses writes", master_address=self._master_hint
+                f"node {self.name!r} stepped down and refuses writes",
+                master_address=self._master_hint,
             )
         if self._role is Role.STANDALONE and self.generation > 0:
             # Its generation belongs to some master's history: writing here would create a
@@ -797,11 +804,16 @@ class Node:
         # every few hundred lets the senders ship them as one batch per link.
         self._async_unflushed += size
         self._async_unyielded += 1
-        if self._async_unflushed < _ASYNC_YIELD_BYTES and self._async_unyielded < _ASYNC_YIELD_COUNT:
+        if (
+            self._async_unflushed < _ASYNC_YIELD_BYTES
+            and self._async_unyielded < _ASYNC_YIELD_COUNT
+        ):
             return
         self._async_unflushed = 0
         self._async_unyielded = 0
-        await trio.sleep(0)  # let the link senders ship what is queued, in one batch each
+        await (
+            trio.lowlevel.checkpoint()
+        )  # let the link senders ship what is queued, in one batch each
         for link in list(self._links.values()):
             if link.unsent_bytes <= params.async_buffer_bytes:
                 continue
@@ -858,7 +870,7 @@ class Node:
             pending.done.set()
         self._pending.clear()
 
-    # -- replica side ------------------------------------------------------------------------------
+    # -- replica side --------------------------------------------------------------------------
     async def attach_master(
         self,
         connection_string: str,
@@ -886,11 +898,14 @@ class Node:
         if not isinstance(params, ReplicaParams):
             raise InvalidArgumentError(f"expected ReplicaParams, got {type(params).__name__}")
         if not isinstance(timeout, int | float) or timeout <= 0:
-            raise InvalidArgumentError(f"timeout must be a positive number of seconds, got {timeout!r}")
+            raise InvalidArgumentError(
+                f"timeout must be a positive number of seconds, got {timeout!r}"
+            )
         parse_address(connection_string)  # a malformed string fails here, with ValueError
         if self._role is Role.MASTER:
             raise LocalProtocolError(
-                f"node {self.name!r} is a master; call stop_master() before attaching it as a replica"
+                f"node {self.name!r} is a master; "
+                "call stop_master() before attaching it as a replica"
             )
         if self._session is not None:
             raise LocalProtocolError(f"node {self.name!r} is already attached to a master")
@@ -981,17 +996,24 @@ class Node:
                         stop_reason=StopReason.CONNECTION_ABORTED, address=address,
                     ) from None  # fmt: skip
             if session.request is not None:
-                return self._replica_stopped(params, session.request, "stopped while connecting", None)
+                return self._replica_stopped(
+                    params, session.request, "stopped while connecting", None
+                )
             events = self._feed(machine, values)
             first = events[0] if events else None
             if isinstance(first, rm.Stopped):
-                error = HAProtocolError if first.reason is StopReason.HANDSHAKE_FAILED else HAIOError
-                self._record(ReplicaStopped(self._now(), self.name, first.reason, first.detail, None))
+                error = (
+                    HAProtocolError if first.reason is StopReason.HANDSHAKE_FAILED else HAIOError
+                )
+                self._record(
+                    ReplicaStopped(self._now(), self.name, first.reason, first.detail, None)
+                )
                 raise error(
                     f"master at {address} refused the handshake: {first.detail}",
                     stop_reason=first.reason, address=address,
                 )  # fmt: skip
             assert isinstance(first, rm.Welcomed)
+            assert framed is not None
             session.master, session.master_address = first.master, address
             self._set_role(Role.REPLICA)
             self._record(Connected(self._now(), self.name, first.master, address))
@@ -1000,12 +1022,16 @@ class Node:
             with session.scope():
                 while True:
                     for event in events:
-                        outcome = await self._replica_event(machine, framed, params, event, attached)
+                        outcome = await self._replica_event(
+                            machine, framed, params, event, attached
+                        )
                         if isinstance(outcome, rm.Stopped):
                             if loader is not None:
                                 loader.abort()
                                 self._notify(params, Notification.DB_LOAD_FAILED, outcome.detail)
-                            return self._replica_stopped(params, outcome.reason, outcome.detail, first.master)
+                            return self._replica_stopped(
+                                params, outcome.reason, outcome.detail, first.master
+                            )
                         if isinstance(outcome, rm.FollowMaster):
                             return outcome
                         if isinstance(event, rm.Synced):
@@ -1043,10 +1069,8 @@ class Node:
                 bye = machine.stop(StopReason.STOPPED_BY_LOCAL_REQUEST, "replica_stop() called")
                 if bye is not None:
                     with trio.move_on_after(1.0):
-                        try:
+                        with suppress(OSError, trio.BrokenResourceError, trio.ClosedResourceError):
                             await framed.send(bye.encode())
-                        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
-                            pass
             await framed.aclose()
 
     def _feed(self, machine: ReplicaMachine, values: list[Any]) -> list[rm.ReplicaEvent]:
@@ -1063,7 +1087,9 @@ class Node:
                 break
         return events
 
-    async def _receive_events(self, machine: ReplicaMachine, framed: FramedStream) -> list[rm.ReplicaEvent]:
+    async def _receive_events(
+        self, machine: ReplicaMachine, framed: FramedStream
+    ) -> list[rm.ReplicaEvent]:
         with trio.move_on_at(machine.next_deadline):
             try:
                 values = await framed.receive()
@@ -1164,8 +1190,9 @@ class Node:
         self._set_role(Role.MASTER)
 
     def replica_stop(self) -> None:
-        """Stop replicating gracefully: finish the transaction in hand, tell the master, and
-        make `attach_master` return `STOPPED_BY_LOCAL_REQUEST`.
+        """Stop replicating gracefully; `attach_master` returns `STOPPED_BY_LOCAL_REQUEST`.
+
+        The transaction in hand is finished and the master is told before the link closes.
 
         Raises:
             LocalProtocolError: the node is not attached to a master.
@@ -1186,6 +1213,7 @@ class Node:
 
     async def _serve_cancel(self, framed: FramedStream, msg: m.Cancel) -> None:
         session = self._session
+        reply: m.Message
         if session is None or (msg.node and msg.node != self.name):
             detail = f"node {self.name!r} has no replication to cancel"
             self._refuse("cancel request", detail)
@@ -1195,7 +1223,7 @@ class Node:
             reply = m.Bye(self.generation, int(StopReason.CANCELLED), "cancelled")
         await self._send_and_close(framed, reply.encode())
 
-    # -- peers (used by message channels) ----------------------------------------------------
+    # -- peers (used by message channels) ------------------------------------------------------
     def _resolve_peer(self, name: str) -> str | None:
         """Return the address of the node called `name`, if this node knows it.
 
@@ -1223,7 +1251,7 @@ class Node:
             return session.master_address
         return self._master_hint
 
-    # -- statistics ---------------------------------------------------------------------------------
+    # -- statistics ----------------------------------------------------------------------------
     def statistics(self) -> NodeStatistics:
         """Return a snapshot of this node's counters and links."""
         links = tuple(

@@ -178,9 +178,7 @@ class ReplicaParams:
     wait_data_timeout: float = 5.0
     cancel_address: str | None = None
     on_notification: NotificationCallback | None = field(default=None, compare=False)
-    on_transaction: Callable[[TransactionRecord], None] | None = field(
-        default=None, compare=False
-    )
+    on_transaction: Callable[[TransactionRecord], None] | None = field(default=None, compare=False)
     master_params: MasterParams | None = None
 
     def __post_init__(self) -> None:

@@ -132,3 +132,85 @@ class KilledByReplicaError(HakitError):
 
 class NodeClosedError(HakitError):
     """The node was closed while the call was in progress, or before it was made."""
+
+
+class ChannelError(HakitError):
+    """A message channel could not deliver a message or bring back its answer.
+
+    Attributes:
+        target: the address (or node name) the message was sent to, when known.
+    """
+
+    def __init__(self, message: str, *, target: str | None = None) -> None:
+        super().__init__(message)
+        self.target = target
+
+
+class NoServerError(ChannelError):
+    """The receiving node has no message handler (see `Node.set_msg_dispatch`)."""
+
+
+class BufferSmallError(ChannelError):
+    """The answer does not fit what the request accepts.
+
+    Either it has several parts and the request did not pass ``multiple=True``, or it is
+    larger than the request's ``max_response_bytes``. The responder's ``respond`` raised
+    `InvalidArgumentError` and sent this error instead of the answer.
+
+    Attributes:
+        parts: how many parts the refused answer had, when known.
+        size: its size in bytes, when known.
+        limit: the request's ``max_response_bytes``, if it set one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        target: str | None = None,
+        parts: int | None = None,
+        size: int | None = None,
+        limit: int | None = None,
+    ) -> None:
+        super().__init__(message, target=target)
+        self.parts = parts
+        self.size = size
+        self.limit = limit
+
+
+class ChannelTimeoutError(ChannelError, TimeoutError):
+    """No answer came within the request's timeout; an answer arriving later is dropped.
+
+    Attributes:
+        timeout: the timeout that expired, in seconds.
+    """
+
+    def __init__(self, message: str, *, target: str | None = None, timeout: float) -> None:
+        super().__init__(message, target=target)
+        self.timeout = timeout
+
+
+class UnavailableError(ChannelError):
+    """No node to send to: no master is known, the peer cannot be reached, or the
+    connection died while a request waited for its answer.
+    """
+
+
+class NoResponseError(ChannelError):
+    """The remote handler returned without answering the request."""
+
+
+class RemoteHandlerError(ChannelError):
+    """The remote handler raised an exception instead of answering.
+
+    Attributes:
+        exc_type: the name of the exception's class, e.g. ``"KeyError"``.
+        exc_message: the exception's message (``str(exc)``).
+    """
+
+    def __init__(self, exc_type: str, exc_message: str, *, target: str | None = None) -> None:
+        where = f" at {target}" if target else ""
+        text = f"{exc_type}: {exc_message}" if exc_message else exc_type
+        super().__init__(f"the message handler{where} raised {text}", target=target)
+        self.exc_type = exc_type
+        self.exc_message = exc_message

@@ -44,6 +44,10 @@ class Kind(enum.IntEnum):
     MASTER_KILLED = 15
     MASTER_CHANGED = 16
     CANCEL = 17
+    CHANNEL_HELLO = 20
+    CHANNEL_MSG = 21
+    CHANNEL_REPLY = 22
+    CHANNEL_FAIL = 23
 
 
 class HelloFlags(enum.IntFlag):
@@ -231,12 +235,65 @@ class Cancel(Message):
     node: str
 
 
+@dataclass(frozen=True, slots=True)
+class ChannelHello(Message):
+    """First frame of a message channel connection, both ways: who I am, in which cluster.
+
+    The connecting node sends it; the accepting node answers with its own, or refuses with
+    a `ChannelFail` of request id 0 and closes. Channel connections are separate from
+    replication links (Berkeley DB's APP_CONNECTION), so application traffic never queues
+    behind transactions.
+    """
+
+    KIND = Kind.CHANNEL_HELLO
+    node: str
+    cluster: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelMsg(Message):
+    """An application message: one-way when `req_id` is 0, else a request to answer.
+
+    `flags` are `hakit.protocol.ChannelFlags` (MULTIPLE: a multi-part answer is accepted;
+    LIMIT: the answer may hold at most `limit` bytes), so the responder can check an answer
+    before sending it, as Berkeley DB does.
+    """
+
+    KIND = Kind.CHANNEL_MSG
+    req_id: int
+    flags: int
+    limit: int
+    parts: list[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelReply(Message):
+    """The answer to request `req_id`."""
+
+    KIND = Kind.CHANNEL_REPLY
+    req_id: int
+    parts: list[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelFail(Message):
+    """Request `req_id` failed on the responder (`code` is a `ChannelFailCode`).
+
+    With `req_id` 0 it refuses the whole connection (handshake failed).
+    """
+
+    KIND = Kind.CHANNEL_FAIL
+    req_id: int
+    code: int
+    detail: str
+
+
 _CLASSES: dict[int, type[Message]] = {
     cls.KIND: cls
     for cls in (
         Hello, Welcome, Reject, SnapshotBegin, SnapshotChunk, SnapshotEnd, Txns, Ack,
         KeepAlive, Detach, Bye, PromoteRequest, PromoteReady, KillMaster, MasterKilled,
-        MasterChanged, Cancel,
+        MasterChanged, Cancel, ChannelHello, ChannelMsg, ChannelReply, ChannelFail,
     )
 }  # fmt: skip
 _FIELDS: dict[type[Message], tuple[str, ...]] = {

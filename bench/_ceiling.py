@@ -1,0 +1,237 @@
+"""Ceilings: the same work over the same path with a bare trio framed-msgpack stream.
+
+Everything runs over TCP on 127.0.0.1 with the receiver in a separate process, with the same
+record hakit replicates: ``[txid, generation, [[0, key, value]]]``, a ``"k<n>"`` key and a
+100-byte value (about 120 bytes framed). No hakit code is involved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import chain, islice
+from typing import Any
+
+import trio
+
+from . import _proc
+from ._frames import FrameReader, frame
+from ._util import Figure, log, now, percentile, spin_until
+
+VALUE = b"x" * 100
+KEYSPACE = 100_000
+#: Frames per ``send_all`` in the batched one-way ceiling.
+ONEWAY_BATCH = 64
+#: Requests kept in flight by the windowed RPC ceiling (the group-commit analogue).
+RPC_WINDOW = 16
+#: Snapshot chunking, the same as hakit's (pairs per frame, frames per send).
+CHUNK_ITEMS = 2000
+CHUNKS_PER_SEND = 8
+
+
+@dataclass
+class Config:
+    reps: int
+    duration: float
+    warmup: float
+    snapshot_keys: int
+    handover_reps: int
+
+
+def _record(n: int) -> bytes:
+    return frame([n, 1, [[0, f"k{n % KEYSPACE}", VALUE]]])
+
+
+def _split(address: str) -> tuple[str, int]:
+    host, port = address.rsplit(":", 1)
+    return host, int(port)
+
+
+async def _connect(address: str) -> trio.SocketStream:
+    host, port = _split(address)
+    return await trio.open_tcp_stream(host, port)
+
+
+async def _oneway_once(streams: list[trio.SocketStream], readers: list[FrameReader],
+                       duration: float, start: int) -> tuple[float, int]:  # fmt: skip
+    n = start
+    t0 = now()
+    deadline = t0 + duration
+    while True:
+        parts = []
+        for _ in range(ONEWAY_BATCH):
+            n += 1
+            parts.append(_record(n))
+        data = b"".join(parts)
+        for stream in streams:
+            await stream.send_all(data)
+        if now() >= deadline:
+            break
+    end = frame([-1, n])
+    for stream in streams:
+        await stream.send_all(end)
+    for reader in readers:
+        (count,) = (await reader.receive())[0]
+        if count != n - start:
+            raise RuntimeError(f"sink counted {count} frames, {n - start} were sent")
+    return (n - start) / (now() - t0), n
+
+
+async def oneway(cfg: Config, receivers: int) -> Figure:
+    """One-way batched frames/s to `receivers` processes, each decoding and storing every
+    frame; timed until every receiver confirmed the last frame."""
+    fig = Figure("frames/s", extra={"receivers": receivers, "batch": ONEWAY_BATCH})
+    async with _proc.children("sink", [[] for _ in range(receivers)]) as sinks:
+        streams = [await _connect(s.ready["address"]) for s in sinks]
+        readers = [FrameReader(s) for s in streams]
+        try:
+            _, n = await _oneway_once(streams, readers, cfg.warmup, 0)
+            for _ in range(cfg.reps):
+                rate, n = await _oneway_once(streams, readers, cfg.duration, n)
+                fig.add(rate)
+        finally:
+            for stream in streams:
+                await stream.aclose()
+    log(f"ceiling one-way x{receivers}: {fig.median:,.0f} frames/s {fig.samples}")
+    return fig
+
+
+async def _rpc_once(stream: trio.SocketStream, reader: FrameReader, duration: float,
+                    start: int, lat: list[float] | None) -> tuple[float, int]:  # fmt: skip
+    n = start
+    t0 = now()
+    deadline = t0 + duration
+    while True:
+        n += 1
+        t = now()
+        await stream.send_all(_record(n))
+        await reader.receive()
+        t1 = now()
+        if lat is not None:
+            lat.append(t1 - t)
+        if t1 >= deadline:
+            break
+    return (n - start) / (now() - t0), n
+
+
+async def _window_once(stream: trio.SocketStream, reader: FrameReader, duration: float,
+                       start: int) -> tuple[float, int]:  # fmt: skip
+    n = start
+    t0 = now()
+    deadline = t0 + duration
+    parts = []
+    for _ in range(RPC_WINDOW):
+        n += 1
+        parts.append(_record(n))
+    await stream.send_all(b"".join(parts))
+    outstanding = RPC_WINDOW
+    while outstanding:
+        answered = len(await reader.receive())
+        outstanding -= answered
+        if now() < deadline:
+            parts = []
+            for _ in range(answered):
+                n += 1
+                parts.append(_record(n))
+            await stream.send_all(b"".join(parts))
+            outstanding += answered
+    return (n - start) / (now() - t0), n
+
+
+async def rpc(cfg: Config) -> tuple[Figure, Figure]:
+    """Request/response with 1 outstanding (rate, latency percentiles), and with a window of
+    `RPC_WINDOW` requests in flight from one task."""
+    one = Figure("req/s")
+    window = Figure("req/s", extra={"window": RPC_WINDOW})
+    p50s: list[float] = []
+    p99s: list[float] = []
+    async with _proc.child("echo") as echo:
+        stream = await _connect(echo.ready["address"])
+        reader = FrameReader(stream)
+        async with stream:
+            _, n = await _rpc_once(stream, reader, cfg.warmup, 0, None)
+            for _ in range(cfg.reps):
+                lat: list[float] = []
+                rate, n = await _rpc_once(stream, reader, cfg.duration, n, lat)
+                lat.sort()
+                one.add(rate)
+                p50s.append(percentile(lat, 0.5) * 1e6)
+                p99s.append(percentile(lat, 0.99) * 1e6)
+            _, n = await _window_once(stream, reader, cfg.warmup, n)
+            for _ in range(cfg.reps):
+                rate, n = await _window_once(stream, reader, cfg.duration, n)
+                window.add(rate)
+    one.extra["p50_us"] = sorted(p50s)[len(p50s) // 2]
+    one.extra["p99_us"] = sorted(p99s)[len(p99s) // 2]
+    log(f"ceiling rpc 1-outstanding: {one.median:,.0f} req/s p50 {one.extra['p50_us']:.0f} us")
+    log(f"ceiling rpc window {RPC_WINDOW}: {window.median:,.0f} req/s")
+    return one, window
+
+
+def snapshot_data(keys: int) -> dict[Any, Any]:
+    """The database both the ceiling and hakit's initial sync move: ``k<i>`` -> 100 bytes."""
+    return {f"k{i}": VALUE for i in range(keys)}
+
+
+async def _serve_snapshot(listener: trio.SocketListener, data: dict[Any, Any]) -> float:
+    stream = await listener.accept()
+    async with stream:
+        reader = FrameReader(stream)
+        await reader.receive()  # hello
+        view = data.copy()  # what a consistent snapshot costs in a dict-based store
+        pairs = iter(view.items())
+        batch = []
+        while items := list(chain.from_iterable(islice(pairs, CHUNK_ITEMS))):
+            batch.append(frame([5, items]))
+            if len(batch) >= CHUNKS_PER_SEND:
+                await stream.send_all(b"".join(batch))
+                batch = []
+        batch.append(frame([6, len(view)]))
+        await stream.send_all(b"".join(batch))
+        await reader.receive()  # ack: the receiver holds every key
+        return now()
+
+
+async def snapshot(cfg: Config, data: dict[Any, Any]) -> Figure:
+    """Full-database transfer: from the receiver process starting to connect until the
+    sender has its ack (the receiver rebuilt the whole dict)."""
+    fig = Figure("s", extra={"keys": len(data)})
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    listener = listeners[0]
+    host, port = listener.socket.getsockname()[:2]
+    async with listener, _proc.child("snaprx") as rx:
+        for rep in range(cfg.reps + 1):  # the first one warms up
+            await rx.send("GO", host, port)
+            t_end = await _serve_snapshot(listener, data)
+            report = await rx.expect("snap")
+            if report["keys"] != len(data):
+                raise RuntimeError(f"snapshot receiver holds {report['keys']} keys")
+            if rep:
+                fig.add(t_end - report["t0"])
+    fig.extra["keys_per_s"] = len(data) / fig.median
+    log(f"ceiling snapshot {len(data):,} keys: {fig.median:.3f} s {fig.samples}")
+    return fig
+
+
+async def handover(cfg: Config) -> Figure:
+    """What any force-master handshake of this shape costs: a fresh TCP connect plus three
+    framed request/response round trips, timed in the connecting process."""
+    fig = Figure("ms", extra={"round_trips": 3})
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    listener = listeners[0]
+    host, port = listener.socket.getsockname()[:2]
+    async with listener, _proc.child("handrx") as rx:
+        for rep in range(cfg.handover_reps + 1):
+            deadline = now() + 0.2
+            await rx.send("GO", host, port, deadline)
+            spin_until(deadline)  # both processes warm when the clock starts
+            stream = await listener.accept()
+            async with stream:
+                reader = FrameReader(stream)
+                for _ in range(3):
+                    values = await reader.receive()
+                    await stream.send_all(frame([values[0][0], "answer"]))
+            report = await rx.expect("hand")
+            if rep:
+                fig.add((report["t1"] - report["t0"]) * 1e3)
+    log(f"ceiling handover (connect + 3 RTT): {fig.median:.3f} ms {fig.samples}")
+    return fig
