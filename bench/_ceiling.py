@@ -51,8 +51,9 @@ async def _connect(address: str) -> trio.SocketStream:
     return await trio.open_tcp_stream(host, port)
 
 
-async def _oneway_once(streams: list[trio.SocketStream], readers: list[FrameReader],
-                       duration: float, start: int) -> tuple[float, int]:  # fmt: skip
+async def _oneway_once(
+    streams: list[trio.SocketStream], readers: list[FrameReader], duration: float, start: int
+) -> tuple[float, int]:
     n = start
     t0 = now()
     deadline = t0 + duration
@@ -95,8 +96,13 @@ async def oneway(cfg: Config, receivers: int) -> Figure:
     return fig
 
 
-async def _rpc_once(stream: trio.SocketStream, reader: FrameReader, duration: float,
-                    start: int, lat: list[float] | None) -> tuple[float, int]:  # fmt: skip
+async def _rpc_once(
+    stream: trio.SocketStream,
+    reader: FrameReader,
+    duration: float,
+    start: int,
+    lat: list[float] | None,
+) -> tuple[float, int]:
     n = start
     t0 = now()
     deadline = t0 + duration
@@ -113,8 +119,9 @@ async def _rpc_once(stream: trio.SocketStream, reader: FrameReader, duration: fl
     return (n - start) / (now() - t0), n
 
 
-async def _window_once(stream: trio.SocketStream, reader: FrameReader, duration: float,
-                       start: int) -> tuple[float, int]:  # fmt: skip
+async def _window_once(
+    stream: trio.SocketStream, reader: FrameReader, duration: float, start: int
+) -> tuple[float, int]:
     n = start
     t0 = now()
     deadline = t0 + duration

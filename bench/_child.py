@@ -198,10 +198,15 @@ async def _replica_main(name: str) -> None:
                 tx.put("first write", b"after force master")
             t_write = now()
             emit(
-                "force", t0=t0, t_promoted=t_promoted, t_write=t_write, reason=reason.name,
-                role=node.role.value, generation=node.generation,
+                "force",
+                t0=t0,
+                t_promoted=t_promoted,
+                t_write=t_write,
+                reason=reason.name,
+                role=node.role.value,
+                generation=node.generation,
                 txid=tx.result.txid if tx.result else None,
-            )  # fmt: skip
+            )
 
         lines = LineReader(trio.lowlevel.FdStream(os.dup(0)))
         while True:
@@ -222,9 +227,14 @@ async def _replica_main(name: str) -> None:
             elif command == "STATS":
                 stats = node.statistics()
                 emit(
-                    "stats", txid=stats.txid, keys=stats.keys, applied=stats.applied,
-                    role=stats.role, generation=stats.generation, times=times,
-                )  # fmt: skip
+                    "stats",
+                    txid=stats.txid,
+                    keys=stats.keys,
+                    applied=stats.applied,
+                    role=stats.role,
+                    generation=stats.generation,
+                    times=times,
+                )
             else:
                 emit("error", detail=f"unknown command {words!r}")
         nursery.cancel_scope.cancel()

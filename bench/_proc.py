@@ -19,8 +19,8 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,17 @@ from ._frames import LineReader
 
 _ROOT = Path(__file__).resolve().parent.parent
 _LIVE: dict[int, subprocess.Popen[bytes]] = {}
+_REAPED_CPU = [0.0]
+
+
+def live_pids() -> list[int]:
+    """The children that are still running."""
+    return list(_LIVE)
+
+
+def reaped_cpu() -> float:
+    """CPU seconds used by children already killed (read just before each kill)."""
+    return _REAPED_CPU[0]
 
 
 def _kill_all() -> None:
@@ -38,11 +49,13 @@ def _kill_all() -> None:
 
 
 def _kill(pid: int, popen: subprocess.Popen[bytes]) -> None:
+    if pid in _LIVE:
+        from ._load import process_cpu
+
+        _REAPED_CPU[0] += process_cpu(pid)
     if popen.poll() is None:
-        try:
+        with suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         popen.wait()
     _LIVE.pop(pid, None)
 
@@ -68,7 +81,8 @@ class Child:
         )
         self.pid = self.popen.pid
         _LIVE[self.pid] = self.popen
-        assert self.popen.stdin is not None and self.popen.stdout is not None
+        assert self.popen.stdin is not None
+        assert self.popen.stdout is not None
         self._in = trio.lowlevel.FdStream(os.dup(self.popen.stdin.fileno()))
         self._out = trio.lowlevel.FdStream(os.dup(self.popen.stdout.fileno()))
         self.popen.stdin.close()
@@ -116,10 +130,8 @@ class Child:
         """SIGKILL by PID, reap, close the pipes. Idempotent."""
         _kill(self.pid, self.popen)
         for stream in (self._in, self._out):
-            try:
+            with suppress(OSError):
                 stream.close()
-            except OSError:
-                pass
 
 
 @asynccontextmanager
@@ -134,7 +146,7 @@ async def child(role: str, *args: object, ready_timeout: float = 30.0) -> AsyncI
 
 
 @asynccontextmanager
-async def children(role: str, argsets: list[list[object]]) -> AsyncIterator[list[Child]]:
+async def children(role: str, argsets: Sequence[Sequence[object]]) -> AsyncIterator[list[Child]]:
     """Start several children at once (they import in parallel), then wait for each."""
     procs: list[Child] = []
     try:

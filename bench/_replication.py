@@ -49,8 +49,9 @@ async def attach(master: hakit.Node, replica: _proc.Child, timeout: float = 120.
 
 
 async def _wait_detached(master: hakit.Node) -> None:
+    """Wait until the master dropped every link (polled: hakit offers no event for it)."""
     with trio.fail_after(10):
-        while master.replicas:
+        while master.replicas:  # noqa: ASYNC110
             await trio.sleep(0.001)
 
 
@@ -80,9 +81,6 @@ async def _async_run(master: hakit.Node, replicas: int, duration: float) -> tupl
         if now() >= deadline:
             break
     t_committed = now()
-    n = master.txid - (i - (master.txid - (i - master.txid)))  # == transactions this run
-    n = i - (t0_txid := i - (i - master.txid)) if False else None  # placeholder, replaced below
-    del n, t0_txid
     await _wait_applied(master, replicas)
     t_applied = now()
     return t_committed - t0, t_applied - t0
@@ -124,8 +122,9 @@ async def _verify(master: hakit.Node, procs: list[_proc.Child]) -> bool:
 
 
 # -- sync commit -------------------------------------------------------------------------------
-async def _writers(master: hakit.Node, writers: int, duration: float, lat: list[float]
-                   ) -> tuple[float, int]:  # fmt: skip
+async def _writers(
+    master: hakit.Node, writers: int, duration: float, lat: list[float]
+) -> tuple[float, int]:
     """`writers` tasks commit until the deadline; return (commits/s, commits not acked)."""
     counts = [0] * writers
     unacked = 0
@@ -181,8 +180,10 @@ async def sync_commit(cfg: Config, writer_counts: tuple[int, ...] = (1, 16)) -> 
                 fig.extra["p99_us"] = sorted(p99s)[len(p99s) // 2]
                 fig.extra["unacked_commits"] = unacked
                 figs[writers] = fig
-                log(f"hakit sync {writers} writer(s): {fig.median:,.0f} txn/s "
-                    f"p50 {fig.extra['p50_us']:.0f} us {fig.samples}")  # fmt: skip
+                log(
+                    f"hakit sync {writers} writer(s): {fig.median:,.0f} txn/s "
+                    f"p50 {fig.extra['p50_us']:.0f} us {fig.samples}"
+                )
             figs[writer_counts[-1]].extra["verified"] = await _verify(master, [proc])
     return figs
 
@@ -213,7 +214,6 @@ async def initial_sync(cfg: Config) -> Figure:
         await build_master(master, keys)
         master.set_master_params(MasterParams())
         log(f"hakit initial sync: built {keys:,} keys in {now() - t:.2f} s (not timed)")
-        trio_offset = now() - trio.current_time()
         verified = True
         for rep in range(cfg.reps + 1):  # the first one warms up
             async with _proc.child("replica", f"f{rep}") as proc:
@@ -226,14 +226,18 @@ async def initial_sync(cfg: Config) -> Figure:
                     loaded = stats["times"].get("db_load_ok")
                     if loaded is not None:
                         replica_loaded.append(loaded - res.t0)
-                    connected = [e.time for e in master.events.of_type(hakit.Connected)
-                                 if e.peer == f"f{rep}"]  # fmt: skip
-                    synced = [e.time for e in master.events.of_type(hakit.ReplicaSynced)
-                              if e.replica == f"f{rep}"]  # fmt: skip
-                    if connected and synced:
+                    connected = [
+                        e.time
+                        for e in master.events
+                        if isinstance(e, hakit.Connected) and e.peer == f"f{rep}"
+                    ]
+                    synced = [
+                        e.time
+                        for e in master.events
+                        if isinstance(e, hakit.ReplicaSynced) and e.replica == f"f{rep}"
+                    ]
+                    if connected and synced:  # trio clock, same process: comparable
                         master_side.append(synced[-1] - connected[-1])
-                    del trio_offset  # kept only to document the clock difference
-                    trio_offset = 0.0
             await _wait_detached(master)
     fig.extra["keys_per_s"] = keys / fig.median
     fig.extra["verified"] = verified

@@ -12,8 +12,14 @@ names below are the whole public API, re-exported here and pinned by a test.
 from __future__ import annotations
 
 from ._runtime._cancel import cancel
+from ._runtime._channels import EID_MASTER, Channel, ChannelMessage
 from ._runtime._cluster import Cluster, ClusterStatistics, open_cluster
 from ._runtime._events import (
+    ChannelConnected,
+    ChannelDisconnected,
+    ChannelHandlerFailed,
+    ChannelRequestTimedOut,
+    ChannelUnavailable,
     CommitFailed,
     Connected,
     ConnectionRefused,
@@ -37,9 +43,12 @@ from ._runtime._params import (
     Role,
     TransactionRecord,
 )
-from ._runtime._statistics import LinkStatistics, NodeStatistics
+from ._runtime._statistics import ChannelStatistics, LinkStatistics, NodeStatistics
 from ._version import __version__
 from .protocol import (
+    BufferSmallError,
+    ChannelError,
+    ChannelTimeoutError,
     CommitFailedError,
     HAIOError,
     HakitError,
@@ -50,16 +59,32 @@ from .protocol import (
     NetworkTimeoutError,
     NodeClosedError,
     NoQuorumError,
+    NoResponseError,
+    NoServerError,
     NotMasterError,
     ProtocolError,
+    RemoteHandlerError,
     RemoteProtocolError,
     ReplicationError,
     StopReason,
+    UnavailableError,
 )
 from .storage import MemoryStorage, SqliteStorage, Storage
 
 __all__ = [
+    "EID_MASTER",
     "AckPolicy",
+    "BufferSmallError",
+    "Channel",
+    "ChannelConnected",
+    "ChannelDisconnected",
+    "ChannelError",
+    "ChannelHandlerFailed",
+    "ChannelMessage",
+    "ChannelRequestTimedOut",
+    "ChannelStatistics",
+    "ChannelTimeoutError",
+    "ChannelUnavailable",
     "Cluster",
     "ClusterStatistics",
     "CommitFailed",
@@ -81,12 +106,15 @@ __all__ = [
     "MemoryStorage",
     "NetworkTimeoutError",
     "NoQuorumError",
+    "NoResponseError",
+    "NoServerError",
     "Node",
     "NodeClosedError",
     "NodeStatistics",
     "NotMasterError",
     "Notification",
     "ProtocolError",
+    "RemoteHandlerError",
     "RemoteProtocolError",
     "ReplicaDetached",
     "ReplicaInfo",
@@ -102,6 +130,7 @@ __all__ = [
     "Storage",
     "Transaction",
     "TransactionRecord",
+    "UnavailableError",
     "__version__",
     "cancel",
     "open_cluster",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TextIO
@@ -10,10 +11,11 @@ from typing import TextIO
 import trio
 
 from ._runtime._cancel import cancel
+from ._runtime._channels import EID_MASTER, ChannelMessage, Handler
 from ._runtime._events import Event
 from ._runtime._node import Node, open_node
 from ._runtime._params import MasterParams, ReplicaMode, ReplicaParams, TransactionRecord
-from .protocol import HAProtocolError, StopReason
+from .protocol import HAProtocolError, InvalidArgumentError, StopReason
 from .storage import SqliteStorage
 
 _BOLD, _DIM, _GREEN, _YELLOW, _CYAN, _RESET = (
@@ -90,6 +92,29 @@ async def _show_new_events(nodes: Sequence[Node], seen: dict[str, int], narrator
         seen[node.name] = len(events)
 
 
+def _answer_as(node: Node) -> Handler:
+    """The demo's message handler: answer a request for a key with its value, and who read it."""
+
+    async def handler(msg: ChannelMessage) -> None:
+        if msg.need_response:
+            key = msg.parts[0].decode() if msg.parts else ""
+            await msg.respond(
+                f"{node.name} ({node.role.value}, txid {node.txid}) tells {msg.sender}: "
+                f"{key} = {node.get(key)}"
+            )
+
+    return handler
+
+
+async def _echo(msg: ChannelMessage) -> None:
+    """``node --echo``: answer every request with its own parts."""
+    if msg.need_response:
+        # A multi-part request from a requester that accepts one part: respond() refuses,
+        # and the requester gets BufferSmallError; nothing more to do here.
+        with contextlib.suppress(InvalidArgumentError):
+            await msg.respond(*msg.parts)
+
+
 async def demo(out: TextIO = sys.stdout) -> None:
     """Three nodes on real TCP (127.0.0.1) in one process, narrated in the terminal."""
     n = Narrator(out)
@@ -101,6 +126,8 @@ async def demo(out: TextIO = sys.stdout) -> None:
         trio.open_nursery() as nursery,
     ):
         nodes = [alpha, beta, gamma]
+        for node in nodes:
+            node.set_msg_dispatch(_answer_as(node))
 
         async def show() -> None:
             await _show_new_events(nodes, seen, n)
@@ -174,6 +201,11 @@ async def demo(out: TextIO = sys.stdout) -> None:
         n.say(f"gamma followed beta; txid {tx.result.txid} acknowledged by {tx.result.acked}")
         await show()
 
+        n.step("gamma sends a request on its master channel (EID_MASTER): beta answers now")
+        answer = await gamma.channel(EID_MASTER).send_request("order:4")
+        n.say(f"gamma asked the master for order:4 and got: {answer.decode()}")
+        await show()
+
         n.step("A node from another cluster tries to attach: the handshake fails")
         async with open_node("intruder", cluster_name="elsewhere") as intruder:
             try:
@@ -228,6 +260,8 @@ async def run_node(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     async with open_node(
         args.name, address=args.listen, storage=storage, cluster_name=args.cluster
     ) as node:
+        if args.echo:
+            node.set_msg_dispatch(_echo)
         print(f"{node.name} listening at {node.address}", file=out, flush=True)
         if args.master:
             params = ReplicaParams(wait_data_timeout=args.wait_data_timeout)
@@ -253,6 +287,9 @@ def _parser() -> argparse.ArgumentParser:
     node.add_argument("--sqlite", help="keep the database in this SQLite file")
     node.add_argument("--timeout", type=float, default=10.0, help="attach timeout, seconds")
     node.add_argument("--wait-data-timeout", type=float, default=5.0)
+    node.add_argument(
+        "--echo", action="store_true", help="answer message channel requests with their parts"
+    )
     return parser
 
 

@@ -126,6 +126,71 @@ class CommitFailed(Event):
         return f"commit {self.txid} failed: {self.detail}"
 
 
+@dataclass(frozen=True, slots=True)
+class ChannelConnected(Event):
+    """A message channel connection was opened (to a peer, or by a peer to this node)."""
+
+    peer: str
+    address: str | None
+    incoming: bool
+
+    def describe(self) -> str:
+        if self.incoming:
+            return f"channel connection from {self.peer}"
+        return f"channel connection to {self.peer}" + (
+            f" at {self.address}" if self.address else ""
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelDisconnected(Event):
+    """A message channel connection ended; `failed_requests` waiting requests failed with it."""
+
+    peer: str
+    address: str | None
+    incoming: bool
+    detail: str
+    failed_requests: int
+
+    def describe(self) -> str:
+        way = "from" if self.incoming else "to"
+        failed = f"; {self.failed_requests} request(s) failed" if self.failed_requests else ""
+        return f"channel connection {way} {self.peer} closed: {self.detail}{failed}"
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelUnavailable(Event):
+    """A channel message could not be sent: no master known, or the peer unreachable."""
+
+    target: str
+    detail: str
+
+    def describe(self) -> str:
+        return f"channel to {self.target} unavailable: {self.detail}"
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelRequestTimedOut(Event):
+    """A channel request got no answer in time (an answer arriving later is dropped)."""
+
+    target: str
+    timeout: float
+
+    def describe(self) -> str:
+        return f"channel request to {self.target} timed out after {self.timeout:g} s"
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelHandlerFailed(Event):
+    """The message handler raised, or returned without answering a request."""
+
+    sender: str
+    detail: str
+
+    def describe(self) -> str:
+        return f"message handler failed on a message from {self.sender}: {self.detail}"
+
+
 EventSink = Callable[[Event], None]
 
 

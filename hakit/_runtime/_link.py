@@ -8,6 +8,7 @@ batch. No commit ever awaits a per-link round trip of its own.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -52,8 +53,11 @@ class ReplicaLink:
         self._entries_bytes = 0
         self._last_txid = machine.acked
         self._frames: list[bytes] = []
+        self._pushed_bytes = 0
+        self._acked_bytes = 0
+        self._unacked: deque[tuple[int, int]] = deque()  # (txid, pushed bytes up to it)
+        self._ack_event = trio.Event()
         self._wake = trio.Event()
-        self._drained = trio.Event()
         self.closed = trio.Event()
         self.close_reason: StopReason | None = None
         self.close_detail = ""
@@ -80,7 +84,31 @@ class ReplicaLink:
         self._entries.append(packed)
         self._entries_bytes += len(packed)
         self._last_txid = txid
+        self._pushed_bytes += len(packed)
+        self._unacked.append((txid, self._pushed_bytes))
         self._wake.set()
+
+    @property
+    def lag_bytes(self) -> int:
+        """Bytes of transactions queued or sent but not yet acknowledged by the replica.
+
+        This is the replica's real lag whatever the transport buffers, so it is what
+        `MasterParams.async_buffer_bytes` bounds.
+        """
+        return self._pushed_bytes - self._acked_bytes
+
+    def acked(self, txid: int) -> None:
+        """Record a cumulative acknowledgement up to `txid`."""
+        unacked = self._unacked
+        while unacked and unacked[0][0] <= txid:
+            self._acked_bytes = unacked.popleft()[1]
+        self._ack_event.set()
+        self._ack_event = trio.Event()
+
+    async def wait_ack(self) -> None:
+        """Wait for the next acknowledgement (or the link closing)."""
+        if not self.closed.is_set():
+            await self._ack_event.wait()
 
     def push_frame(self, frame: bytes) -> None:
         """Queue a control frame, after every entry queued so far."""
@@ -101,11 +129,6 @@ class ReplicaLink:
         self._set_closed(reason, detail)
         self.node._drop_link(self)
         self._scope.cancel()
-
-    async def wait_drained(self) -> None:
-        """Wait until the queue has been handed to the transport."""
-        if self.unsent_bytes:
-            await self._drained.wait()
 
     def _flush_entries_into_frames(self) -> None:
         if self._entries:
@@ -130,7 +153,7 @@ class ReplicaLink:
             with trio.CancelScope(shield=True):
                 await self.stream.aclose()
             self._set_closed(StopReason.CONNECTION_ABORTED, "link closed")
-            self._drained.set()
+            self._ack_event.set()
             self.closed.set()
             self.node._link_closed(self)
 
@@ -167,9 +190,6 @@ class ReplicaLink:
                 await self.stream.send(data)
                 self.bytes_sent += len(data)
                 self.frames_sent += len(frames)
-            if not self._entries and not self._frames:
-                self._drained.set()
-                self._drained = trio.Event()
             if self._close_after_flush and not self._entries and not self._frames:
                 return
 

@@ -41,6 +41,7 @@ from ..protocol import _replica as rm
 from ..protocol._codec import DEFAULT_MAX_FRAME_SIZE
 from ..storage import DELETE, PUT, Key, Loader, MemoryStorage, Storage
 from ..transports import FramedStream, SimulatedNetwork, connect, open_listener, parse_address
+from ._channels import Channel, ChannelManager, Handler, _Eid  # message channels (hook)
 from ._events import (
     CommitFailed,
     Connected,
@@ -217,6 +218,7 @@ class Node:
         self._unpaused = trio.Event()
         self._unpaused.set()
         self._arrivals: list[trio.MemorySendChannel[ReplicaInfo]] = []
+        self._unclaimed: deque[ReplicaInfo] = deque(maxlen=64)
         self._killed: KilledByReplicaError | None = None
         self._role_changed = trio.Event()
         self._writes_disabled = False
@@ -225,6 +227,7 @@ class Node:
         self._async_unyielded = 0
         # replica state
         self._session: _Session | None = None
+        self._channels = ChannelManager(self)  # message channels (hook)
         # statistics
         self._commits = 0
         self._commit_failures = 0
@@ -384,6 +387,8 @@ class Node:
             await self._serve_replica(framed, msg)
         elif isinstance(msg, m.Cancel):
             await self._serve_cancel(framed, msg)
+        elif isinstance(msg, m.ChannelHello):  # message channels (hook)
+            await self._channels.serve(framed, msg)
         else:
             self._refuse("unknown peer", f"unexpected first message {type(msg).__name__}")
             await framed.aclose()
@@ -525,6 +530,10 @@ class Node:
                     break
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     continue
+            else:
+                # Nobody waits right now: keep it for the next attach_replica call, so two
+                # replicas that sync at once are both reported.
+                self._unclaimed.append(info)
         elif isinstance(event, mm.ReplicaLeft):
             link.abort(event.reason, event.detail)
             return True
@@ -538,6 +547,7 @@ class Node:
         return False
 
     def _on_ack(self, link: ReplicaLink, txid: int) -> None:
+        link.acked(txid)
         name = link.name
         for pending in self._pending:
             if pending.txid > txid:
@@ -649,6 +659,11 @@ class Node:
             await self.listen(address)
         elif self._address is None:
             raise InvalidArgumentError("the node listens nowhere: pass an address")
+        while self._unclaimed:
+            info = self._unclaimed.popleft()
+            if info.name in self._links:
+                await trio.lowlevel.checkpoint()
+                return info
         send, receive = trio.open_memory_channel[ReplicaInfo](1)
         self._arrivals.append(send)
         try:
@@ -811,20 +826,22 @@ class Node:
             return
         self._async_unflushed = 0
         self._async_unyielded = 0
-        await (
-            trio.lowlevel.checkpoint()
-        )  # let the link senders ship what is queued, in one batch each
+        await trio.lowlevel.checkpoint()  # the link senders ship what is queued, in one batch
+        limit = params.async_buffer_bytes
         for link in list(self._links.values()):
-            if link.unsent_bytes <= params.async_buffer_bytes:
+            if link.lag_bytes <= limit:
                 continue
+            # The replica lags by more than the buffer allows: writes wait for it to catch
+            # up, for at most commit_timeout, then it is detached so the master goes on.
             with trio.move_on_after(params.commit_timeout or math.inf):
-                await link.wait_drained()
-            if link.unsent_bytes > params.async_buffer_bytes:
+                while link.lag_bytes > limit and not link.closed.is_set():
+                    await link.wait_ack()
+            if link.lag_bytes > limit and not link.closed.is_set():
                 self._commit_failures += 1
                 link.abort(
                     StopReason.CONNECTION_ABORTED,
-                    f"could not keep up: more than {params.async_buffer_bytes} bytes behind "
-                    f"for {params.commit_timeout:g} s (commit_timeout)",
+                    f"could not keep up: more than {limit} bytes behind for "
+                    f"{params.commit_timeout:g} s (commit_timeout)",
                 )
 
     async def _wait_acks(self, params: MasterParams, txid: int, generation: int) -> CommitResult:
@@ -1015,6 +1032,8 @@ class Node:
             assert isinstance(first, rm.Welcomed)
             assert framed is not None
             session.master, session.master_address = first.master, address
+            if machine.generation > self.generation:
+                self.storage.set_generation(machine.generation)
             self._set_role(Role.REPLICA)
             self._record(Connected(self._now(), self.name, first.master, address))
             self._notify(params, Notification.CONNECTED, address)
@@ -1117,8 +1136,6 @@ class Node:
         elif isinstance(event, rm.Send):
             return await self._send_to_master(machine, framed, event.message, params)
         elif isinstance(event, rm.Welcomed):
-            if machine.generation > self.generation:
-                self.storage.set_generation(machine.generation)
             if event.sync is SyncKind.EQUAL:
                 self._notify(params, Notification.DB_EQUAL, f"txid {event.txid}")
             elif event.sync is SyncKind.INCREMENTAL:
@@ -1251,6 +1268,34 @@ class Node:
             return session.master_address
         return self._master_hint
 
+    # -- message channels (hook: implemented in _channels.py) --------------------------------
+    def set_msg_dispatch(self, handler: Handler | None) -> None:
+        """Set the handler of the messages other nodes send this node (None removes it).
+
+        Each message runs ``await handler(msg)`` in a task of its own in the node's nursery;
+        ``msg`` is a `hakit.ChannelMessage` (``parts``, ``sender``, ``need_response``,
+        ``await msg.respond(*parts)``). A request arriving with no handler fails with
+        `NoServerError`; a one-way message is dropped. If the handler raises, the requester
+        gets `RemoteHandlerError` and the node carries on.
+
+        Raises:
+            InvalidArgumentError: `handler` is not an async function.
+        """
+        self._channels.set_dispatch(handler)
+
+    def channel(self, target: str | _Eid) -> Channel:
+        """Return a channel for messages and requests to `target`.
+
+        Args:
+            target: a node name, an address (``"host:port"``, a unix path, ``"mem:name"``),
+                or `hakit.EID_MASTER` for whichever node is the master at each send (this
+                node's own handler when it is the master).
+
+        Raises:
+            InvalidArgumentError: `target` is neither a known node nor an address.
+        """
+        return self._channels.channel(target)
+
     # -- statistics ----------------------------------------------------------------------------
     def statistics(self) -> NodeStatistics:
         """Return a snapshot of this node's counters and links."""
@@ -1281,6 +1326,7 @@ class Node:
             replicas=links,
             master=session.master if session else None,
             writes_disabled=self._writes_disabled,
+            channels=self._channels.statistics(),  # message channels (hook)
         )
 
 

@@ -29,6 +29,43 @@ class LinkStatistics:
 
 
 @dataclass(frozen=True, slots=True)
+class ChannelStatistics:
+    """A node's message channel traffic, as counters since the node started.
+
+    Attributes:
+        messages_sent: messages sent, one-way and requests.
+        requests_sent: of those, requests.
+        answers_received: requests that got their answer.
+        requests_failed: requests that ended in an error other than a timeout.
+        requests_timed_out: requests that got no answer within their timeout.
+        late_answers_dropped: answers that came after their request timed out or gave up.
+        messages_received: messages received, one-way and requests.
+        requests_received: of those, requests.
+        answers_sent: answers sent back by this node's handler.
+        handler_errors: handler calls that raised or did not answer a request.
+        unhandled: messages that arrived while no handler was set.
+        pending_requests: requests waiting for their answer now.
+        outgoing_connections: channel connections this node opened, now open.
+        incoming_connections: channel connections other nodes opened to it, now open.
+    """
+
+    messages_sent: int = 0
+    requests_sent: int = 0
+    answers_received: int = 0
+    requests_failed: int = 0
+    requests_timed_out: int = 0
+    late_answers_dropped: int = 0
+    messages_received: int = 0
+    requests_received: int = 0
+    answers_sent: int = 0
+    handler_errors: int = 0
+    unhandled: int = 0
+    pending_requests: int = 0
+    outgoing_connections: int = 0
+    incoming_connections: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class NodeStatistics:
     """A node's counters at one moment.
 
@@ -46,6 +83,7 @@ class NodeStatistics:
         replicas: the attached replicas (on a master).
         master: the master's name (on a replica).
         writes_disabled: whether the node refuses writes after stepping down.
+        channels: its message channel traffic.
     """
 
     name: str
@@ -61,3 +99,4 @@ class NodeStatistics:
     replicas: tuple[LinkStatistics, ...]
     master: str | None
     writes_disabled: bool
+    channels: ChannelStatistics

@@ -5,8 +5,21 @@ as ``now``, and act on the events that come out. It imports only the standard li
 msgpack, so it can be driven by any event loop, or by a test with no loop at all.
 """
 
+from ._channel import (
+    DEFAULT_CHANNEL_TIMEOUT,
+    MAX_CHANNEL_TIMEOUT,
+    ChannelFailCode,
+    ChannelFlags,
+    ChannelMachine,
+    ChannelState,
+    check_answer,
+    decide_channel_hello,
+)
 from ._codec import DEFAULT_MAX_FRAME_SIZE, FrameDecoder, encode_frame
 from ._errors import (
+    BufferSmallError,
+    ChannelError,
+    ChannelTimeoutError,
     CommitFailedError,
     HAIOError,
     HakitError,
@@ -17,10 +30,14 @@ from ._errors import (
     NetworkTimeoutError,
     NodeClosedError,
     NoQuorumError,
+    NoResponseError,
+    NoServerError,
     NotMasterError,
     ProtocolError,
+    RemoteHandlerError,
     RemoteProtocolError,
     ReplicationError,
+    UnavailableError,
 )
 from ._master import LinkState, MasterLinkMachine, MasterView, decide_handshake, plan_sync
 from ._messages import PROTOCOL_VERSION, Kind, Message, SyncKind, parse_message
@@ -28,8 +45,17 @@ from ._replica import ReplicaMachine, ReplicaState
 from ._stop import StopReason
 
 __all__ = [
+    "DEFAULT_CHANNEL_TIMEOUT",
     "DEFAULT_MAX_FRAME_SIZE",
+    "MAX_CHANNEL_TIMEOUT",
     "PROTOCOL_VERSION",
+    "BufferSmallError",
+    "ChannelError",
+    "ChannelFailCode",
+    "ChannelFlags",
+    "ChannelMachine",
+    "ChannelState",
+    "ChannelTimeoutError",
     "CommitFailedError",
     "FrameDecoder",
     "HAIOError",
@@ -45,15 +71,21 @@ __all__ = [
     "Message",
     "NetworkTimeoutError",
     "NoQuorumError",
+    "NoResponseError",
+    "NoServerError",
     "NodeClosedError",
     "NotMasterError",
     "ProtocolError",
+    "RemoteHandlerError",
     "RemoteProtocolError",
     "ReplicaMachine",
     "ReplicaState",
     "ReplicationError",
     "StopReason",
     "SyncKind",
+    "UnavailableError",
+    "check_answer",
+    "decide_channel_hello",
     "decide_handshake",
     "encode_frame",
     "parse_message",

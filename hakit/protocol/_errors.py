@@ -191,8 +191,10 @@ class ChannelTimeoutError(ChannelError, TimeoutError):
 
 
 class UnavailableError(ChannelError):
-    """No node to send to: no master is known, the peer cannot be reached, or the
-    connection died while a request waited for its answer.
+    """The message found no node to take it.
+
+    No master is known (`EID_MASTER`), the target cannot be reached, or the connection died
+    while a request waited for its answer.
     """
 
 

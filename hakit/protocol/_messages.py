@@ -235,6 +235,10 @@ class Cancel(Message):
     node: str
 
 
+_CHANNEL_MSG = int(Kind.CHANNEL_MSG)
+_CHANNEL_REPLY = int(Kind.CHANNEL_REPLY)
+
+
 @dataclass(frozen=True, slots=True)
 class ChannelHello(Message):
     """First frame of a message channel connection, both ways: who I am, in which cluster.
@@ -265,6 +269,9 @@ class ChannelMsg(Message):
     limit: int
     parts: list[Any]
 
+    def to_wire(self) -> list[Any]:  # once per request: skip the generic field walk
+        return [_CHANNEL_MSG, self.generation, self.req_id, self.flags, self.limit, self.parts]
+
 
 @dataclass(frozen=True, slots=True)
 class ChannelReply(Message):
@@ -273,6 +280,9 @@ class ChannelReply(Message):
     KIND = Kind.CHANNEL_REPLY
     req_id: int
     parts: list[Any]
+
+    def to_wire(self) -> list[Any]:  # once per answer: skip the generic field walk
+        return [_CHANNEL_REPLY, self.generation, self.req_id, self.parts]
 
 
 @dataclass(frozen=True, slots=True)

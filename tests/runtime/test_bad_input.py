@@ -43,8 +43,14 @@ async def raw(nodes: Nodes, address: str) -> trio.abc.Stream:
 
 def hello(**overrides: object) -> bytes:
     fields: dict[str, object] = dict(
-        generation=0, version=PROTOCOL_VERSION, cluster="hakit", node="x", txid=0,
-        last_generation=0, flags=0, address=None,
+        generation=0,
+        version=PROTOCOL_VERSION,
+        cluster="hakit",
+        node="x",
+        txid=0,
+        last_generation=0,
+        flags=0,
+        address=None,
     )
     fields.update(overrides)
     return m.Hello(**fields).encode()  # type: ignore[arg-type]
@@ -164,7 +170,9 @@ async def fake_master(nodes: Nodes, nursery: trio.Nursery, serve: Serve) -> str:
     from hakit.transports import open_listener
 
     address = "mem:fake" if nodes.cluster else "127.0.0.1:0"
-    listener, bound = await open_listener(address, network=nodes.cluster.network if nodes.cluster else None)
+    listener, bound = await open_listener(
+        address, network=nodes.cluster.network if nodes.cluster else None
+    )
 
     async def accept() -> None:
         async with listener:
@@ -176,7 +184,9 @@ async def fake_master(nodes: Nodes, nursery: trio.Nursery, serve: Serve) -> str:
     return bound
 
 
-async def test_replica_survives_a_master_sending_garbage(nodes: Nodes, nursery: trio.Nursery) -> None:
+async def test_replica_survives_a_master_sending_garbage(
+    nodes: Nodes, nursery: trio.Nursery
+) -> None:
     async def serve(stream: trio.abc.Stream) -> None:
         await stream.receive_some(1000)
         await stream.send_all(b"\x00\x00\x00\x03\xc1\xc1\xc1")

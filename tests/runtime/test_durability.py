@@ -40,7 +40,9 @@ async def test_master_restart_resumes_without_reload(tmp_path: Path, nursery: tr
         await restarted.aclose()
 
 
-async def test_killed_master_stays_fenced_after_restart(tmp_path: Path, nursery: trio.Nursery) -> None:
+async def test_killed_master_stays_fenced_after_restart(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
     path = tmp_path / "old.db"
     async with hakit.open_cluster(seed=4) as cluster:
         old = await cluster.add_node("old", storage=SqliteStorage(path))

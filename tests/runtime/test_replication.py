@@ -8,6 +8,9 @@ import trio
 import hakit
 from hakit import MasterMode, MasterParams, Notification, ReplicaMode, ReplicaParams, StopReason
 
+from hakit.protocol import _messages as m
+from hakit.transports import FramedStream
+
 from .conftest import Nodes, commit, run_attach, wait_until
 
 
@@ -191,43 +194,30 @@ async def test_ack_policy_one_and_quorum(nodes: Nodes, nursery: trio.Nursery) ->
     assert len(result.acked) >= 1
 
 
-async def test_silent_replica_detached_by_synch_timeout(
+async def test_wait_data_timeout_aborts_when_the_master_falls_silent(
     nodes: Nodes, nursery: trio.Nursery
 ) -> None:
-    params = MasterParams(synch_timeout=0.5)
-    master, replicas, runs = await master_with_replicas(nodes, nursery, "r1", "r2", params=params)
+    from hakit.transports import open_listener
 
-    def stall(record: hakit.TransactionRecord) -> None:
-        pass
+    network = nodes.cluster.network if nodes.cluster else None
+    listener, address = await open_listener(
+        "mem:quiet" if network else "127.0.0.1:0", network=network
+    )
 
-    # r2 stops reading: block its event loop path by holding its link through the network.
-    if nodes.cluster is not None:
-        nodes.cluster.network.hold("m", "r2")
-    else:
-        pytest.skip("needs the simulated network to silence one link")
-    result = await commit(master, a=1)
-    assert result.acked == ("r1",)
-    assert result.detached == ("r2",)
-    assert master.replicas == ["r1"]
-    detached = master.events.of_type(hakit.ReplicaDetached)[-1]
-    assert detached.replica == "r2" and "synch_timeout" in detached.detail
+    async def quiet_master() -> None:
+        # A real master's handshake, then nothing: no transactions, no keep-alives.
+        async with listener, FramedStream(await listener.accept()) as framed:
+            await framed.receive()
+            await framed.send(m.Welcome(0, "quiet", 0, int(m.SyncKind.EQUAL), 1.0).encode())
+            await trio.sleep_forever()
 
-
-async def test_wait_data_timeout_aborts_a_partitioned_replica(
-    nodes: Nodes, nursery: trio.Nursery
-) -> None:
-    if nodes.cluster is None:
-        pytest.skip("partitions exist on the simulated network")
-    master = await nodes.add("m")
-    master.set_master_params(MasterParams(keepalive_interval=0.2, detach_timeout=1.0))
+    nursery.start_soon(quiet_master)
     replica = await nodes.add("r1")
-    run = run_attach(nursery, replica, master.address, ReplicaParams(wait_data_timeout=0.5))
-    await master.attach_replica(timeout=5)
-    nodes.cluster.network.partition("m", "r1")
-    assert await run.wait() is StopReason.CONNECTION_ABORTED
-    stop = replica.events.of_type(hakit.ReplicaStopped)[-1]
-    assert "wait_data_timeout" in stop.detail
-    await wait_until(lambda: not master.replicas)  # detach_timeout on the master side
+    started = trio.current_time()
+    reason = await replica.attach_master(address, ReplicaParams(wait_data_timeout=0.5))
+    assert reason is StopReason.CONNECTION_ABORTED
+    assert trio.current_time() - started == pytest.approx(0.5, abs=0.1)
+    assert "wait_data_timeout" in replica.events.of_type(hakit.ReplicaStopped)[-1].detail
 
 
 async def test_keepalive_keeps_an_idle_link_up(nodes: Nodes, nursery: trio.Nursery) -> None:

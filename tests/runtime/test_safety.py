@@ -28,7 +28,9 @@ step = st.one_of(
     st.tuples(st.just("heal")),
     st.tuples(st.just("force"), st.sampled_from(NAMES)),
 )
-schedule = st.lists(st.tuples(step, st.sampled_from([0.0, 0.0, 0.001, 0.05, 0.3, 1.0])), max_size=25)
+schedule = st.lists(
+    st.tuples(step, st.sampled_from([0.0, 0.0, 0.001, 0.05, 0.3, 1.0])), max_size=25
+)
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""hakit's benchmark: ``make bench`` (``python -m bench``); see bench/RESULTS.md for method."""

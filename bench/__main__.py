@@ -1,0 +1,188 @@
+"""``python -m bench [--quick] [--only NAME ...]``: measure hakit against same-run ceilings.
+
+Prints one JSON object on stdout (progress goes to stderr) and appends a dated markdown table
+to bench/RESULTS.md (full runs; ``--quick`` only with ``--record``). Missed goals are
+reported, never an error: the exit status is 1 only when a scenario failed to run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from . import _ceiling, _load, _replication, _report
+from ._ceiling import Config
+from ._util import Figure, log, now, ref_cpu, spin
+
+FULL = Config(reps=3, duration=2.0, warmup=0.5, snapshot_keys=1_000_000, handover_reps=5)
+QUICK = Config(reps=1, duration=0.4, warmup=0.2, snapshot_keys=100_000, handover_reps=2)
+
+Step = Callable[[], Awaitable[dict[str, Figure]]]
+
+
+def _steps(cfg: Config, quick: bool) -> list[tuple[str, Step]]:
+    """Each ceiling runs right before the hakit figure it is compared with."""
+
+    async def oneway_1() -> dict[str, Figure]:
+        return {"ceiling_oneway_1": await _ceiling.oneway(cfg, 1)}
+
+    async def oneway_2() -> dict[str, Figure]:
+        return {"ceiling_oneway_2": await _ceiling.oneway(cfg, 2)}
+
+    async def async_2() -> dict[str, Figure]:
+        return {"hakit_async_2": await _replication.async_commit(cfg, 2)}
+
+    async def rpc() -> dict[str, Figure]:
+        one, window = await _ceiling.rpc(cfg)
+        return {"ceiling_rpc_1": one, "ceiling_rpc_16": window}
+
+    async def sync() -> dict[str, Figure]:
+        figs = await _replication.sync_commit(cfg, (1, 16))
+        return {"hakit_sync_1": figs[1], "hakit_sync_16": figs[16]}
+
+    async def snapshot() -> dict[str, Figure]:
+        data = _ceiling.snapshot_data(cfg.snapshot_keys)
+        return {"ceiling_snapshot": await _ceiling.snapshot(cfg, data)}
+
+    async def initial_sync() -> dict[str, Figure]:
+        return {"hakit_initial_sync": await _replication.initial_sync(cfg)}
+
+    async def handover() -> dict[str, Figure]:
+        return {"ceiling_handover": await _ceiling.handover(cfg)}
+
+    async def force() -> dict[str, Figure]:
+        return {"hakit_force_master": await _replication.force_master(cfg)}
+
+    steps: list[tuple[str, Step]] = [
+        ("oneway", oneway_2),
+        ("async", async_2),
+        ("rpc", rpc),
+        ("sync", sync),
+        ("snapshot", snapshot),
+        ("initial_sync", initial_sync),
+        ("handover", handover),
+        ("force", force),
+    ]
+    if not quick:
+        steps.insert(0, ("oneway1", oneway_1))
+    return steps
+
+
+BUSY = _report.BUSY
+
+
+async def _wait_quiet(max_wait: float) -> float:
+    """Wait (at most `max_wait` s) until other processes leave the CPUs alone."""
+    deadline = now() + max_wait
+    while True:
+        a = _load.sample()
+        await trio.sleep(0.5)
+        load = _load.between(a, _load.sample())
+        if load.foreign < BUSY or now() >= deadline:
+            return load.foreign
+        log(f"other processes use {load.foreign:.2f} CPUs; waiting for a quiet machine")
+
+
+async def _run(
+    cfg: Config, quick: bool, only: set[str], timeout: float, quiet_wait: float
+) -> tuple[dict[str, Figure], dict[str, str], list[float]]:
+    results: dict[str, Figure] = {}
+    errors: dict[str, str] = {}
+    ref: list[float] = []
+    for name, step in _steps(cfg, quick):
+        if only and name not in only:
+            continue
+        if quiet_wait:
+            await _wait_quiet(quiet_wait)
+            spin(0.3)
+        ref.append(ref_cpu())
+        log(f"{name}: ref_cpu {ref[-1] / 1e6:.1f} M loops/s")
+        before = _load.sample()
+        try:
+            with trio.fail_after(timeout):
+                figures = await step()
+        except Exception as exc:
+            errors[name] = f"{type(exc).__name__}: {exc}"
+            log(f"{name} FAILED:\n{traceback.format_exc()}")
+            continue
+        load = _load.between(before, _load.sample())
+        for fig in figures.values():
+            fig.extra.update(load.to_json())
+        if load.foreign >= BUSY:
+            log(f"{name}: WARNING other processes used {load.foreign:.2f} CPUs meanwhile")
+        results.update(figures)
+    return results, errors, ref
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes, 1 repetition (<60 s)")
+    parser.add_argument("--reps", type=int, help="timed repetitions per figure")
+    parser.add_argument("--duration", type=float, help="seconds per timed repetition")
+    parser.add_argument("--keys", type=int, help="keys in the initial-sync database")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        default=[],
+        metavar="STEP",
+        help="run only these steps: oneway1 oneway async rpc sync snapshot "
+        "initial_sync handover force",
+    )
+    parser.add_argument(
+        "--record", action="store_true", help="append to RESULTS.md even if --quick"
+    )
+    parser.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
+    parser.add_argument("--results", type=Path, default=_report.RESULTS, help="markdown file")
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        metavar="S",
+        help="before each step, wait up to S s for other processes to leave "
+        "the CPUs alone (default 20; 0 with --quick)",
+    )
+    args = parser.parse_args(argv)
+
+    base = QUICK if args.quick else FULL
+    cfg = Config(
+        reps=args.reps or base.reps,
+        duration=args.duration or base.duration,
+        warmup=base.warmup,
+        snapshot_keys=args.keys or base.snapshot_keys,
+        handover_reps=args.reps if args.reps and not args.quick else base.handover_reps,
+    )
+    mode = "quick" if args.quick else "full"
+    if args.only:
+        mode += " (only " + ", ".join(args.only) + ")"
+    info = _report.meta(mode, cfg.reps, cfg.duration)
+    started = now()
+    spin(0.3 if args.quick else 1.0)
+    quiet_wait = args.quiet_wait if args.quiet_wait is not None else (0.0 if args.quick else 20.0)
+    timeout = 60.0 if args.quick else 240.0
+    results, errors, ref = trio.run(_run, cfg, args.quick, set(args.only), timeout, quiet_wait)
+    goal_list = _report.goals(results, cfg.snapshot_keys)
+    data: dict[str, Any] = _report.summary(info, results, goal_list, errors, ref, now() - started)
+    print(json.dumps(data, indent=2))
+    record = (args.record or not args.quick) and not args.no_record
+    if record:
+        _report.append(_report.markdown(data, results, goal_list), args.results)
+        log(f"appended to {args.results}")
+    for goal in goal_list:
+        g = goal.to_json()
+        verdict = {None: "NOT RUN", True: "PASS", False: "MISS"}[g["pass"]]
+        busy = " [busy machine]" if g["busy_machine"] else ""
+        log(
+            f"{verdict} {g['goal']}: {g['measured']} {g['unit']} (target {g['target']}; "
+            f"x ceiling {g['ratio_to_ceiling']}){busy}"
+        )
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1001 @@
+"""Message channels on trio: `Channel`, incoming `ChannelMessage`, each node's `ChannelManager`.
+
+The Berkeley DB replication manager's message channels, in hakit's shape: an application
+sends messages (one-way) or requests (answered) to another node, to a node by name or
+address, or to whichever node is the master now (`EID_MASTER`).
+
+Shape, and why:
+
+* Channel traffic uses connections of its own, never a replication link (Berkeley DB's
+  APP_CONNECTION), so application messages never queue behind transactions, nor the reverse.
+* A node keeps one outgoing connection per target address, opened on first use and shared by
+  every `Channel` of the node; requests on it are numbered, so any number may be outstanding
+  and each answer finds its caller. The decisions (ids, expiry, validating answers) are the
+  sans-I/O `ChannelMachine`'s; this module moves bytes and wakes callers.
+* A caller waits on an event of its own; one receiver task per connection routes the answers.
+  Frames are written by whichever task finds the connection idle, together with any frames
+  queued meanwhile, so a busy connection is written in batches with no extra task switch.
+* Every incoming message runs its handler in a task of its own in the node's nursery, so a
+  slow handler holds up nothing, and a handler may itself send requests (for instance forward
+  a write to the master) without deadlock.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Final, Literal, overload
+
+import trio
+
+from ..protocol import (
+    InvalidArgumentError,
+    NodeClosedError,
+    NoServerError,
+    RemoteProtocolError,
+    UnavailableError,
+)
+from ..protocol import _channel as ch
+from ..protocol import _messages as m
+from ..transports import FramedStream, MemoryAddress, connect, parse_address
+from ._events import (
+    ChannelConnected,
+    ChannelDisconnected,
+    ChannelHandlerFailed,
+    ChannelRequestTimedOut,
+    ChannelUnavailable,
+)
+from ._statistics import ChannelStatistics
+
+if TYPE_CHECKING:
+    from ._node import Node
+
+
+class _Eid(enum.Enum):
+    MASTER = -3
+
+    def __repr__(self) -> str:
+        return "hakit.EID_MASTER"
+
+
+#: The target of a channel that always reaches the current master (Berkeley DB's
+#: ``DB_EID_MASTER``, -3): re-resolved on every send, and on the master itself it calls the
+#: local handler.
+EID_MASTER: Final = _Eid.MASTER
+
+#: A message handler: ``async def handler(msg: hakit.ChannelMessage) -> None``.
+Handler = Callable[["ChannelMessage"], Awaitable[None]]
+
+#: Unsent bytes one connection may queue before senders wait for the peer to read.
+_MAX_UNSENT = 1024 * 1024
+_IO_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+class ChannelMessage:
+    """A message received on a channel, as the message handler gets it.
+
+    Attributes:
+        parts: the message's parts.
+        sender: the name of the node that sent it.
+        need_response: whether it is a request, which the handler answers with `respond`.
+    """
+
+    __slots__ = (
+        "_answered",
+        "_flags",
+        "_limit",
+        "_manager",
+        "_reply",
+        "_req_id",
+        "need_response",
+        "parts",
+        "sender",
+    )
+
+    def __init__(
+        self,
+        manager: ChannelManager,
+        parts: list[bytes],
+        sender: str,
+        req_id: int,
+        flags: int,
+        limit: int,
+        reply: Callable[[m.Message], Awaitable[None]],
+    ) -> None:
+        self.parts = parts
+        self.sender = sender
+        self.need_response = req_id != 0
+        self._manager = manager
+        self._req_id = req_id
+        self._flags = flags
+        self._limit = limit
+        self._reply = reply
+        self._answered = False
+
+    def __repr__(self) -> str:
+        kind = "request" if self.need_response else "message"
+        return f"<hakit.ChannelMessage {kind} from {self.sender!r}, {len(self.parts)} part(s)>"
+
+    @property
+    def multiple(self) -> bool:
+        """Whether the requester accepts an answer of several parts."""
+        return bool(self._flags & ch.ChannelFlags.MULTIPLE)
+
+    @property
+    def max_response_bytes(self) -> int | None:
+        """The largest answer the requester accepts, in bytes (None: any size)."""
+        return self._limit if self._flags & ch.ChannelFlags.LIMIT else None
+
+    async def respond(self, *parts: ch.Parts) -> None:
+        """Answer the request, once.
+
+        Args:
+            *parts: the answer's parts (bytes, or str sent as UTF-8); none is an empty
+                answer. A single list or tuple is taken as the list of parts.
+
+        Raises:
+            InvalidArgumentError: the message is not a request; it was already answered; a
+                part is not bytes or str; or the answer has several parts and the requester
+                did not pass ``multiple=True``, or is larger than its
+                ``max_response_bytes`` (in these last two cases the requester gets
+                `BufferSmallError` instead of the answer).
+        """
+        if not self.need_response:
+            raise InvalidArgumentError(
+                f"this message from {self.sender!r} was sent with send_msg and expects no "
+                "answer; only a request (send_request) can be answered"
+            )
+        if self._answered:
+            raise InvalidArgumentError(
+                f"the request from {self.sender!r} was already answered; a request takes one answer"
+            )
+        items: Any = parts[0] if len(parts) == 1 and isinstance(parts[0], list | tuple) else parts
+        data = ch.to_parts(list(items), what="answer")
+        self._answered = True
+        manager = self._manager
+        try:
+            ch.check_answer(data, self._flags, self._limit)
+        except InvalidArgumentError as exc:
+            await self._reply(
+                m.ChannelFail(
+                    manager._node.generation,
+                    self._req_id,
+                    int(ch.ChannelFailCode.BUFFER_SMALL),
+                    f"node {manager._node.name!r} could not send its answer: {exc}",
+                )
+            )
+            raise
+        manager._answers_sent += 1
+        await self._reply(m.ChannelReply(manager._node.generation, self._req_id, data))
+
+
+class _Waiter:
+    """One caller of `send_request`, parked until its outcome is in.
+
+    Built on trio's low-level park/reschedule rather than `trio.Event`: it is made and woken
+    once per request, and this is the cheapest way trio offers to do that.
+    """
+
+    __slots__ = ("done", "error", "task", "value")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.task: trio.lowlevel.Task | None = None
+        self.value: bytes | list[bytes] = b""
+        self.error: BaseException | None = None
+
+    def finish(self) -> None:
+        self.done = True
+        task = self.task
+        if task is not None:
+            self.task = None
+            trio.lowlevel.reschedule(task)
+
+    async def wait(self) -> None:
+        if self.done:
+            await trio.lowlevel.cancel_shielded_checkpoint()  # the outcome is in: keep it
+            return
+        self.task = trio.lowlevel.current_task()
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            self.task = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+
+class _Outbox:
+    """Frames waiting to be written on one stream.
+
+    Whoever sends finds either the stream idle, and writes its frame and every frame queued
+    while it writes, or another task writing, and leaves its frame for that task. A write
+    interrupted half way (cancelled, or failed) leaves the stream without frame boundaries:
+    the outbox is then broken and `on_broken` tears the connection down.
+    """
+
+    __slots__ = ("_drained", "_flushing", "_framed", "_frames", "_on_broken", "_size", "broken")
+
+    def __init__(self, framed: FramedStream, on_broken: Callable[[str], None]) -> None:
+        self._framed = framed
+        self._on_broken = on_broken
+        self._frames: list[bytes] = []
+        self._size = 0
+        self._flushing = False
+        self._drained: trio.Event | None = None
+        #: Why the stream can no longer be written, once it cannot.
+        self.broken: str | None = None
+
+    def push(self, frame: bytes) -> bool:
+        """Queue a frame; return True when nobody is writing and the caller must `flush`."""
+        if self.broken is not None:
+            return False
+        self._frames.append(frame)
+        self._size += len(frame)
+        return not self._flushing
+
+    async def send(self, frame: bytes) -> None:
+        """Queue a frame and see it written, or joined to the write in progress.
+
+        Joining a write in progress returns at once, without a checkpoint: the caller (an
+        answer, a one-way message) has nothing to wait for, and a yield per message would
+        cost more than the message. It waits only when the peer reads too slowly.
+        """
+        if self.push(frame):
+            await self.flush()
+        elif self._size > _MAX_UNSENT:  # the peer reads slower than we write: wait for it
+            if self._drained is None:
+                self._drained = trio.Event()
+            await self._drained.wait()
+
+    async def flush(self) -> None:
+        """Write every queued frame, and those queued meanwhile, in as few writes as can be."""
+        self._flushing = True
+        try:
+            while self._frames and self.broken is None:
+                frames = self._frames
+                data = frames[0] if len(frames) == 1 else b"".join(frames)
+                self._frames = []
+                self._size = 0
+                await self._framed.send(data)
+        except _IO_ERRORS as exc:
+            self._break(f"sending failed: {exc}")
+        except BaseException:
+            self._break("a send was interrupted")
+            raise
+        finally:
+            self._flushing = False
+            if self._drained is not None:
+                self._drained.set()
+                self._drained = None
+
+    def _break(self, detail: str) -> None:
+        if self.broken is None:
+            self.broken = detail
+            self._frames = []
+            self._size = 0
+            self._on_broken(detail)
+
+
+class _Requester:
+    """The requester's side of one channel connection (or of the local loopback).
+
+    Its timer task sleeps until the machine's earliest deadline and expires what is due, so
+    a request needs no cancel scope of its own; a request due before the timer's deadline
+    (the first after an idle spell, or a shorter timeout) re-arms it.
+    """
+
+    __slots__ = ("address", "dropped", "machine", "outbox", "rearm", "scope", "timer_deadline",
+                 "waiters")  # fmt: skip
+
+    def __init__(self, address: str, machine: ch.ChannelMachine) -> None:
+        self.address = address
+        self.machine = machine
+        self.waiters: dict[int, _Waiter] = {}
+        self.outbox: _Outbox | None = None  # None: the local loopback
+        self.scope = trio.CancelScope()
+        self.dropped = False
+        self.timer_deadline = math.inf
+        self.rearm = trio.Event()
+
+    @property
+    def usable(self) -> bool:
+        return not self.dropped and self.machine.state is ch.ChannelState.OPEN
+
+
+class _Incoming:
+    """One connection another node opened to send us messages."""
+
+    __slots__ = ("closed", "outbox", "peer", "scope")
+
+    def __init__(self, peer: str) -> None:
+        self.peer = peer
+        self.outbox: _Outbox | None = None
+        self.scope = trio.CancelScope()
+        self.closed = False
+
+    async def reply(self, msg: m.Message) -> None:
+        if self.closed or self.outbox is None:
+            # The requester lost the connection; it already got UnavailableError.
+            return
+        await self.outbox.send(msg.encode())
+
+
+class Channel(trio.abc.AsyncResource):
+    """A way to send messages and requests to one node, or to whichever is the master.
+
+    Create with `Node.channel`. Channels are light: the node keeps one connection per target
+    and shares it between all its channels. Usable as ``async with node.channel(t) as ch:``.
+    """
+
+    def __init__(self, manager: ChannelManager, target: str | _Eid) -> None:
+        self._manager = manager
+        self._target = target
+        self._timeout = ch.DEFAULT_CHANNEL_TIMEOUT
+        self._closed = False
+        self._in_flight = 0
+        self._idle: trio.Event | None = None
+
+    def __repr__(self) -> str:
+        state = " closed" if self._closed else ""
+        return f"<hakit.Channel {self._manager._node.name!r} -> {self._target!r}{state}>"
+
+    @property
+    def target(self) -> str | _Eid:
+        """The node name, address, or `EID_MASTER` this channel sends to."""
+        return self._target
+
+    @property
+    def timeout(self) -> float:
+        """The default timeout of `send_request`, in seconds."""
+        return self._timeout
+
+    def set_timeout(self, seconds: float) -> None:
+        """Set the default timeout of `send_request` (initially 5 seconds).
+
+        Raises:
+            InvalidArgumentError: not a positive number of seconds up to about 71 minutes
+                (4294.967295 s).
+        """
+        value = ch.check_timeout(seconds, zero_means_default=False)
+        assert value is not None
+        self._timeout = value
+
+    async def send_msg(self, parts: ch.Parts) -> None:
+        """Send a one-way message; returns once the transport took it.
+
+        No answer comes back, and none is waited for. A node without a message handler drops
+        it (and counts it as unhandled); only on this node itself, when the channel leads
+        here, is that known at once.
+
+        Args:
+            parts: one part or a list of parts; bytes, or str sent as UTF-8.
+
+        Raises:
+            UnavailableError: no master is known (`EID_MASTER`), or the target cannot be
+                reached.
+            NoServerError: the channel leads to this node, which has no handler.
+            InvalidArgumentError: a part is not bytes or str, or the channel is closed.
+        """
+        data = ch.to_parts(parts)
+        self._enter()
+        try:
+            await self._manager._send_msg(self._target, data, self._timeout)
+        finally:
+            self._leave()
+
+    @overload
+    async def send_request(
+        self,
+        parts: ch.Parts,
+        timeout: float | None = None,
+        multiple: Literal[False] = False,
+        *,
+        max_response_bytes: int | None = None,
+    ) -> bytes: ...
+
+    @overload
+    async def send_request(
+        self,
+        parts: ch.Parts,
+        timeout: float | None,
+        multiple: Literal[True],
+        *,
+        max_response_bytes: int | None = None,
+    ) -> list[bytes]: ...
+
+    @overload
+    async def send_request(
+        self,
+        parts: ch.Parts,
+        timeout: float | None = None,
+        *,
+        multiple: Literal[True],
+        max_response_bytes: int | None = None,
+    ) -> list[bytes]: ...
+
+    @overload
+    async def send_request(
+        self,
+        parts: ch.Parts,
+        timeout: float | None = None,
+        multiple: bool = False,
+        *,
+        max_response_bytes: int | None = None,
+    ) -> bytes | list[bytes]: ...
+
+    async def send_request(
+        self,
+        parts: ch.Parts,
+        timeout: float | None = None,
+        multiple: bool = False,
+        *,
+        max_response_bytes: int | None = None,
+    ) -> bytes | list[bytes]:
+        """Send a request and wait for its answer.
+
+        Args:
+            parts: one part or a list of parts; bytes, or str sent as UTF-8.
+            timeout: seconds to wait for the answer; None or 0 means the channel's default
+                (`set_timeout`). At most 4294.967295 s (about 71 minutes).
+            multiple: accept an answer of several parts, returned as a list.
+            max_response_bytes: the largest answer accepted, in bytes (None: any size).
+
+        Returns:
+            The answer: bytes (empty if the handler answered with no part), or the list of
+            parts with ``multiple=True``.
+
+        Raises:
+            ChannelTimeoutError: no answer within the timeout (a later answer is dropped).
+            UnavailableError: no master is known (`EID_MASTER`), the target cannot be
+                reached, or the connection died while the request waited.
+            NoServerError: the target has no message handler.
+            BufferSmallError: the answer has several parts and `multiple` is false, or it is
+                larger than `max_response_bytes`.
+            NoResponseError: the handler returned without answering.
+            RemoteHandlerError: the handler raised (its type and message are attributes).
+            InvalidArgumentError: a bad part, timeout, `multiple` or `max_response_bytes`,
+                or the channel is closed.
+        """
+        data = ch.to_parts(parts)
+        wait = ch.check_timeout(timeout)
+        if not isinstance(multiple, bool):
+            raise InvalidArgumentError(f"multiple must be True or False, got {multiple!r}")
+        limit = ch.check_limit(max_response_bytes)
+        self._enter()
+        try:
+            return await self._manager._request(
+                self._target, data, self._timeout if wait is None else wait, multiple, limit
+            )
+        finally:
+            self._leave()
+
+    async def aclose(self) -> None:
+        """Close the channel: later sends raise; requests in flight finish first.
+
+        The node's connections stay open for its other channels; they close with the node.
+        """
+        self._closed = True
+        if self._in_flight:
+            self._idle = trio.Event()
+            await self._idle.wait()
+        else:
+            await trio.lowlevel.checkpoint()
+
+    def _enter(self) -> None:
+        if self._closed:
+            raise InvalidArgumentError(f"the channel to {self._target!r} is closed")
+        self._in_flight += 1
+
+    def _leave(self) -> None:
+        self._in_flight -= 1
+        if not self._in_flight and self._idle is not None:
+            self._idle.set()
+            self._idle = None
+
+
+class ChannelManager:
+    """A node's message channels: its handler, its connections, and their counters."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+        self._handler: Handler | None = None
+        self._out: dict[str, _Requester] = {}
+        self._connect_locks: dict[str, trio.Lock] = {}
+        self._incoming: set[_Incoming] = set()
+        self._local: _Requester | None = None
+        self._guarded = False
+        #: Target strings already parsed as addresses (parsing costs more than a request).
+        self._addresses: set[str] = set()
+        # counters (see ChannelStatistics)
+        self._messages_sent = 0
+        self._requests_sent = 0
+        self._answers_received = 0
+        self._requests_failed = 0
+        self._timed_out = 0
+        self._late = 0
+        self._messages_received = 0
+        self._requests_received = 0
+        self._answers_sent = 0
+        self._handler_errors = 0
+        self._unhandled = 0
+
+    # -- public entry points (through Node) ----------------------------------------------------
+    def set_dispatch(self, handler: Handler | None) -> None:
+        """Install (or remove, with None) the node's message handler."""
+        if handler is not None:
+            if not callable(handler):
+                raise InvalidArgumentError(
+                    f"the message handler must be an async function, got {type(handler).__name__}"
+                )
+            if inspect.isfunction(handler) and not inspect.iscoroutinefunction(handler):
+                raise InvalidArgumentError(
+                    f"the message handler {handler.__name__}() must be an async function "
+                    "(async def handler(msg): ...)"
+                )
+        self._handler = handler
+
+    def channel(self, target: str | _Eid) -> Channel:
+        """Make a channel to `target` (validated now, resolved on every send)."""
+        if target is EID_MASTER:
+            return Channel(self, target)
+        if not isinstance(target, str) or not target:
+            raise InvalidArgumentError(
+                f"a channel target is a node name, an address, or hakit.EID_MASTER; got {target!r}"
+            )
+        node = self._node
+        if target == node.name or node._resolve_peer(target) is not None:
+            return Channel(self, target)
+        try:
+            address = parse_address(target)
+        except ValueError:
+            raise InvalidArgumentError(
+                f"{target!r} is neither a node known to {node.name!r} nor an address "
+                '("host:port", "/path", "unix:/path" or "mem:name")'
+            ) from None
+        if isinstance(address, MemoryAddress) and node._network is None:
+            raise InvalidArgumentError(
+                f"{target} is a memory address, and node {node.name!r} is not in a cluster"
+            )
+        return Channel(self, target)
+
+    def statistics(self) -> ChannelStatistics:
+        """A snapshot of the counters."""
+        pending = sum(r.machine.pending for r in self._out.values())
+        if self._local is not None:
+            pending += self._local.machine.pending
+        return ChannelStatistics(
+            messages_sent=self._messages_sent,
+            requests_sent=self._requests_sent,
+            answers_received=self._answers_received,
+            requests_failed=self._requests_failed,
+            requests_timed_out=self._timed_out,
+            late_answers_dropped=self._late,
+            messages_received=self._messages_received,
+            requests_received=self._requests_received,
+            answers_sent=self._answers_sent,
+            handler_errors=self._handler_errors,
+            unhandled=self._unhandled,
+            pending_requests=pending,
+            outgoing_connections=len(self._out),
+            incoming_connections=len(self._incoming),
+        )
+
+    # -- routing -------------------------------------------------------------------------------
+    def _route(self, target: str | _Eid) -> str:
+        """The address to send to now; ``""`` for this node itself."""
+        node = self._node
+        if target is EID_MASTER:
+            master = node._current_master()
+            if master is None:
+                detail = f"node {node.name!r} knows no master"
+                node._record(ChannelUnavailable(node._now(), node.name, "the master", detail))
+                raise UnavailableError(f"no master to send to: {detail}")
+            return "" if master == node._address else master
+        assert isinstance(target, str)
+        if target == node.name:
+            return ""
+        address = node._resolve_peer(target)
+        if address is not None:
+            return address
+        if target in self._addresses:
+            return "" if target == node._address else target
+        try:
+            parse_address(target)
+            self._addresses.add(target)
+        except ValueError:
+            detail = f"node {target!r} is not known to {node.name!r} (not a cluster member, "
+            detail += "attached replica or master)"
+            node._record(ChannelUnavailable(node._now(), node.name, target, detail))
+            raise UnavailableError(detail, target=target) from None
+        return "" if target == node._address else target
+
+    def _loopback(self) -> _Requester:
+        local = self._local
+        if local is None:
+            node = self._node
+            machine = ch.ChannelMachine(
+                node=node.name, cluster=node.cluster_name, target=f"node {node.name!r} (local)"
+            )
+            machine.receive(machine.hello())  # the loopback is open from the start
+            local = self._local = _Requester("", machine)
+            node._spawn().start_soon(self._run_timer, local)
+        return local
+
+    # -- sending ---------------------------------------------------------------------------------
+    async def _send_msg(self, target: str | _Eid, parts: list[bytes], timeout: float) -> None:
+        self._ensure_guard()
+        address = self._route(target)
+        node = self._node
+        if not address:
+            handler = self._handler
+            if handler is None:
+                raise NoServerError(
+                    f"node {node.name!r} has no message handler (set_msg_dispatch)",
+                    target=node.name,
+                )
+            self._messages_sent += 1
+            self._local_deliver(handler, 0, 0, 0, parts, self._loopback())
+            await trio.lowlevel.checkpoint()
+            return
+        requester = await self._connection(address, trio.current_time() + timeout)
+        outbox = requester.outbox
+        assert outbox is not None
+        self._messages_sent += 1
+        await outbox.send(requester.machine.message(parts).encode())
+        if outbox.broken is not None:
+            raise UnavailableError(
+                f"the message to {address} may not have been sent: {outbox.broken}",
+                target=address,
+            )
+
+    async def _request(
+        self,
+        target: str | _Eid,
+        parts: list[bytes],
+        timeout: float,
+        multiple: bool,
+        limit: int | None,
+    ) -> bytes | list[bytes]:
+        self._ensure_guard()
+        address = self._route(target)
+        now = trio.current_time()
+        deadline = now + timeout
+        requester = await self._connection(address, deadline) if address else self._loopback()
+        machine = requester.machine
+        msg = machine.request(parts, now=now, timeout=timeout, multiple=multiple, limit=limit)
+        req_id = msg.req_id
+        waiter = _Waiter()
+        requester.waiters[req_id] = waiter
+        self._messages_sent += 1
+        self._requests_sent += 1
+        if deadline < requester.timer_deadline:
+            requester.rearm.set()
+        try:
+            outbox = requester.outbox
+            if outbox is None:
+                self._local_request(requester, msg)
+            elif outbox.push(msg.encode()):
+                await outbox.flush()
+            await waiter.wait()
+        finally:
+            if not waiter.done:  # cancelled: an answer coming later is dropped
+                machine.abandon(req_id)
+                requester.waiters.pop(req_id, None)
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.value
+
+    def _local_request(self, loopback: _Requester, msg: m.ChannelMsg) -> None:
+        handler = self._handler
+        node = self._node
+        if handler is None:
+            self._unhandled += 1
+            fail = m.ChannelFail(
+                node.generation,
+                msg.req_id,
+                int(ch.ChannelFailCode.NO_SERVER),
+                f"node {node.name!r} has no message handler (set_msg_dispatch)",
+            )
+            self._on_events(loopback, loopback.machine.receive(fail))
+            return
+        self._local_deliver(handler, msg.req_id, msg.flags, msg.limit, msg.parts, loopback)
+
+    def _local_deliver(
+        self,
+        handler: Handler,
+        req_id: int,
+        flags: int,
+        limit: int,
+        parts: list[bytes],
+        loopback: _Requester,
+    ) -> None:
+        async def reply(answer: m.Message) -> None:
+            self._on_events(loopback, loopback.machine.receive(answer))
+            await trio.lowlevel.checkpoint()
+
+        message = ChannelMessage(self, parts, self._node.name, req_id, flags, limit, reply)
+        self._received(message)
+        self._node._spawn().start_soon(self._run_handler, handler, message)
+
+    def _on_events(self, requester: _Requester, events: Sequence[ch.ChannelEvent]) -> None:
+        """Hand each outcome to its waiting caller."""
+        waiters = requester.waiters
+        for event in events:
+            if isinstance(event, ch.Answered):
+                waiter = waiters.pop(event.req_id, None)
+                if waiter is not None:
+                    self._answers_received += 1
+                    waiter.value = event.value
+                    waiter.finish()
+            elif isinstance(event, ch.Failed | ch.TimedOut):
+                waiter = waiters.pop(event.req_id, None)
+                if waiter is None:
+                    continue
+                if isinstance(event, ch.TimedOut):
+                    self._timed_out += 1
+                    node = self._node
+                    node._record(
+                        ChannelRequestTimedOut(
+                            node._now(), node.name, requester.machine.target, event.error.timeout
+                        )
+                    )
+                else:
+                    self._requests_failed += 1
+                waiter.error = event.error
+                waiter.finish()
+            elif isinstance(event, ch.LateAnswer):
+                self._late += 1
+
+    # -- outgoing connections ----------------------------------------------------------------------
+    async def _connection(self, address: str, deadline: float) -> _Requester:
+        requester = self._out.get(address)
+        if requester is not None and requester.usable:
+            return requester
+        lock = self._connect_locks.get(address)
+        if lock is None:
+            lock = self._connect_locks[address] = trio.Lock()
+        # One connect per address at a time: concurrent first sends share its result.
+        with trio.move_on_at(deadline):
+            async with lock:
+                requester = self._out.get(address)
+                if requester is not None and requester.usable:
+                    return requester
+                return await self._open(address, deadline)
+        raise self._unavailable(address, "no channel connection within the timeout")
+
+    def _unavailable(self, address: str, detail: str) -> UnavailableError:
+        node = self._node
+        node._record(ChannelUnavailable(node._now(), node.name, address, detail))
+        return UnavailableError(f"cannot reach {address}: {detail}", target=address)
+
+    async def _open(self, address: str, deadline: float) -> _Requester:
+        node = self._node
+        machine = ch.ChannelMachine(
+            node=node.name, cluster=node.cluster_name, target=address, generation=node.generation
+        )
+        framed: FramedStream | None = None
+        try:
+            try:
+                stream = await connect(address, network=node._network, source=node.name)
+                framed = FramedStream(stream, max_frame_size=node.max_frame_size)
+                await framed.send(machine.hello().encode())
+                values = await framed.receive()
+                events = [e for v in values for e in machine.receive(m.parse_message(v))]
+            except EOFError:
+                raise self._unavailable(address, "the peer closed the connection at once") from None
+            except (*_IO_ERRORS, RemoteProtocolError, ValueError) as exc:
+                raise self._unavailable(address, str(exc) or type(exc).__name__) from None
+            refused = [e for e in events if isinstance(e, ch.Refused)]
+            if refused or machine.state is not ch.ChannelState.OPEN:
+                raise self._unavailable(address, refused[0].detail if refused else "no hello")
+        except BaseException:
+            if framed is not None:
+                with trio.CancelScope(shield=True):
+                    await framed.aclose()
+            raise
+        requester = _Requester(address, machine)
+        requester.outbox = _Outbox(framed, lambda detail: self._drop(requester, detail))
+        self._out[address] = requester
+        assert machine.peer is not None
+        node._record(ChannelConnected(node._now(), node.name, machine.peer, address, False))
+        node._spawn().start_soon(self._receive_loop, requester, framed)
+        return requester
+
+    async def _receive_loop(self, requester: _Requester, framed: FramedStream) -> None:
+        machine = requester.machine
+        detail = "the connection was closed"
+        try:
+            with requester.scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._run_timer, requester)
+                    try:
+                        while True:
+                            for value in await framed.receive():
+                                events = machine.receive(m.parse_message(value))
+                                self._on_events(requester, events)
+                            if machine.state is ch.ChannelState.CLOSED:
+                                detail = machine.close_detail
+                                break
+                    except EOFError:
+                        detail = "the peer closed the connection"
+                    except (*_IO_ERRORS, RemoteProtocolError) as exc:
+                        detail = str(exc) or type(exc).__name__
+                    nursery.cancel_scope.cancel()
+        finally:
+            self._drop(requester, detail)
+            with trio.CancelScope(shield=True):
+                await framed.aclose()
+
+    async def _run_timer(self, requester: _Requester) -> None:
+        """Expire the requests of one connection when their deadlines pass."""
+        machine = requester.machine
+        while True:
+            requester.timer_deadline = deadline = machine.next_deadline
+            requester.rearm = rearm = trio.Event()
+            with trio.move_on_at(deadline):
+                await rearm.wait()
+                continue  # a request due earlier came in: sleep until its deadline
+            self._on_events(requester, machine.tick(trio.current_time()))
+
+    def _drop(self, requester: _Requester, detail: str) -> None:
+        """End an outgoing connection: fail its waiting requests, forget it."""
+        requester.scope.cancel()
+        if requester.dropped:
+            return
+        requester.dropped = True
+        if self._out.get(requester.address) is requester:
+            del self._out[requester.address]
+        node = self._node
+        events = requester.machine.connection_lost(detail)
+        if self._node_closing():
+            self._fail_closing(requester, events)
+        else:
+            self._on_events(requester, list(events))
+        node._record(
+            ChannelDisconnected(
+                node._now(),
+                node.name,
+                requester.machine.peer or requester.address,
+                requester.address,
+                False,
+                detail,
+                len(events),
+            )
+        )
+
+    def _node_closing(self) -> bool:
+        nursery = self._node._nursery
+        return nursery is None or nursery.cancel_scope.cancel_called
+
+    def _fail_closing(self, requester: _Requester, events: list[ch.Failed]) -> None:
+        # Our own node is going away: that is what the callers should hear, not a lost peer.
+        for event in events:
+            waiter = requester.waiters.pop(event.req_id, None)
+            if waiter is not None:
+                waiter.error = NodeClosedError(
+                    f"node {self._node.name!r} was closed while the request waited"
+                )
+                waiter.finish()
+
+    # -- incoming connections ------------------------------------------------------------------
+    async def serve(self, framed: FramedStream, hello: m.ChannelHello) -> None:
+        """Serve a connection another node opened with `hello`, until it closes."""
+        node = self._node
+        answer = ch.decide_channel_hello(
+            hello, node=node.name, cluster=node.cluster_name, generation=node.generation
+        )
+        if isinstance(answer, m.ChannelFail):
+            node._refuse(hello.node or "unnamed node", answer.detail)
+            await node._send_and_close(framed, answer.encode())
+            return
+        incoming = _Incoming(hello.node)
+        incoming.outbox = _Outbox(framed, lambda _detail: incoming.scope.cancel())
+        self._incoming.add(incoming)
+        node._record(ChannelConnected(node._now(), node.name, hello.node, None, True))
+        detail = "the connection was closed"
+        try:
+            with incoming.scope:
+                await incoming.outbox.send(answer.encode())
+                try:
+                    while True:
+                        for value in await framed.receive():
+                            msg = m.parse_message(value)
+                            if not isinstance(msg, m.ChannelMsg):
+                                raise RemoteProtocolError(
+                                    f"unexpected {type(msg).__name__} on a channel connection"
+                                )
+                            ch.check_request(msg)
+                            await self._dispatch(incoming, msg)
+                except EOFError:
+                    detail = "the peer closed the connection"
+                except (*_IO_ERRORS, RemoteProtocolError) as exc:
+                    detail = str(exc) or type(exc).__name__
+            if incoming.outbox.broken is not None:
+                detail = incoming.outbox.broken
+        finally:
+            if self._node_closing():
+                detail = f"node {node.name!r} is closing"
+            incoming.closed = True
+            self._incoming.discard(incoming)
+            node._record(
+                ChannelDisconnected(node._now(), node.name, hello.node, None, True, detail, 0)
+            )
+            with trio.CancelScope(shield=True):
+                await framed.aclose()
+
+    async def _dispatch(self, incoming: _Incoming, msg: m.ChannelMsg) -> None:
+        handler = self._handler
+        if handler is None:
+            self._unhandled += 1
+            if msg.req_id:
+                node = self._node
+                await incoming.reply(
+                    m.ChannelFail(
+                        node.generation,
+                        msg.req_id,
+                        int(ch.ChannelFailCode.NO_SERVER),
+                        f"node {node.name!r} has no message handler (set_msg_dispatch)",
+                    )
+                )
+            return
+        message = ChannelMessage(
+            self, msg.parts, incoming.peer, msg.req_id, msg.flags, msg.limit, incoming.reply
+        )
+        self._received(message)
+        self._node._spawn().start_soon(self._run_handler, handler, message)
+
+    def _received(self, message: ChannelMessage) -> None:
+        self._messages_received += 1
+        if message.need_response:
+            self._requests_received += 1
+
+    async def _run_handler(self, handler: Handler, message: ChannelMessage) -> None:
+        node = self._node
+        code = ch.ChannelFailCode.NO_RESPONSE
+        try:
+            await handler(message)
+        except Exception as exc:  # the application's error: report it, the node carries on
+            detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            code = ch.ChannelFailCode.HANDLER_FAILED
+            self._handler_errors += 1
+            node._record(ChannelHandlerFailed(node._now(), node.name, message.sender, detail))
+        else:
+            if not message.need_response or message._answered:
+                return
+            detail = f"the message handler of node {node.name!r} returned without answering"
+            self._handler_errors += 1
+            node._record(
+                ChannelHandlerFailed(
+                    node._now(), node.name, message.sender, "returned without answering a request"
+                )
+            )
+        if message.need_response and not message._answered:
+            message._answered = True
+            fail = m.ChannelFail(node.generation, message._req_id, int(code), detail)
+            await message._reply(fail)
+
+    # -- node lifetime ---------------------------------------------------------------------------
+    def _ensure_guard(self) -> None:
+        """On first use, start a task that fails every waiting request when the node closes.
+
+        Raises:
+            NodeClosedError: the node is closed.
+        """
+        nursery = self._node._spawn()
+        if not self._guarded:
+            nursery.start_soon(self._guard)
+            self._guarded = True
+
+    async def _guard(self) -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            for requester in list(self._out.values()):
+                self._drop(requester, f"node {self._node.name!r} is closing")
+            local = self._local
+            if local is not None:
+                self._local = None
+                self._fail_closing(local, local.machine.connection_lost("the node is closing"))
+            self._guarded = False
