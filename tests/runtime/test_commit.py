@@ -30,7 +30,7 @@ async def silent_replica(
             master.storage.last_generation,
             0,
             None,
-        ).encode()  # fmt: skip
+        ).encode()
     )
     welcome = parse_message((await framed.receive())[0])
     assert isinstance(welcome, m.Welcome) and welcome.sync == m.SyncKind.EQUAL

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import trio
+import trio.lowlevel
 
 import hakit
 from hakit import MasterMode, MasterParams, Notification, ReplicaMode, ReplicaParams, StopReason
-
 from hakit.protocol import _messages as m
 from hakit.transports import FramedStream
 
@@ -128,7 +128,7 @@ async def test_hot_sync_keeps_writes_flowing(nodes: Nodes, nursery: trio.Nursery
     run = run_attach(nursery, replica, master.address)
     # The snapshot streams in many chunks; meanwhile commits keep succeeding.
     while "r1" not in master.replicas:
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
     committed = 0
     while "r1" not in [e.replica for e in master.events.of_type(hakit.ReplicaSynced)]:
         await commit(master, **{f"hot{committed}": committed})
@@ -149,7 +149,7 @@ async def test_static_sync_holds_writes_until_loaded(nodes: Nodes, nursery: trio
     replica = await nodes.add("r1")
     run = run_attach(nursery, replica, master.address)
     while "r1" not in master.replicas:
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
     result = await commit(master, after="load")
     # The write waited for the load, so it reached the replica as a normal, acked commit.
     assert result.acked == ("r1",)
@@ -160,7 +160,7 @@ async def test_static_sync_holds_writes_until_loaded(nodes: Nodes, nursery: trio
 
 async def test_async_commit_replicates(nodes: Nodes, nursery: trio.Nursery) -> None:
     params = MasterParams(mode=MasterMode.ASYNC | MasterMode.HOTSYNC | MasterMode.STATEFUL)
-    master, replicas, runs = await master_with_replicas(nodes, nursery, "r1", "r2", params=params)
+    master, replicas, _runs = await master_with_replicas(nodes, nursery, "r1", "r2", params=params)
     for i in range(3000):
         result = await commit(master, **{f"k{i}": i})
         assert result.acked == ()
@@ -238,7 +238,7 @@ async def test_keepalive_keeps_an_idle_link_up(nodes: Nodes, nursery: trio.Nurse
 
 
 async def test_master_going_away_aborts_connection(nodes: Nodes, nursery: trio.Nursery) -> None:
-    master, (replica,), (run,) = await master_with_replicas(nodes, nursery, "r1")
+    master, (_replica,), (run,) = await master_with_replicas(nodes, nursery, "r1")
     await master.aclose()
     assert await run.wait() is StopReason.CONNECTION_ABORTED
 
@@ -336,7 +336,7 @@ async def test_quorum_refuses_writes_without_enough_replicas(
 
 
 async def test_stop_master_detaches_all(nodes: Nodes, nursery: trio.Nursery) -> None:
-    master, replicas, runs = await master_with_replicas(nodes, nursery, "r1", "r2")
+    master, _replicas, runs = await master_with_replicas(nodes, nursery, "r1", "r2")
     master.stop_master()
     for run in runs:
         assert await run.wait() is StopReason.MASTER_REQUESTED_DISCONNECT
@@ -344,7 +344,7 @@ async def test_stop_master_detaches_all(nodes: Nodes, nursery: trio.Nursery) -> 
 
 
 async def test_detach_all_replicas(nodes: Nodes, nursery: trio.Nursery) -> None:
-    master, replicas, runs = await master_with_replicas(nodes, nursery, "r1", "r2")
+    master, _replicas, runs = await master_with_replicas(nodes, nursery, "r1", "r2")
     master.detach_all_replicas()
     for run in runs:
         assert await run.wait() is StopReason.MASTER_REQUESTED_DISCONNECT

@@ -7,9 +7,11 @@ writes in the same generation.
 
 from __future__ import annotations
 
+from contextlib import suppress
 from dataclasses import dataclass, field
 
 import trio
+import trio.lowlevel
 import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -44,7 +46,6 @@ async def scenario(steps: list[tuple[tuple[str, ...], float]]) -> History:
     history = History()
     params = MasterParams(synch_timeout=0.5, keepalive_interval=0.1, detach_timeout=1.0,
                           commit_timeout=1.0)  # fmt: skip
-    replica_params = ReplicaParams(wait_data_timeout=0.5, master_params=params)
     async with hakit.open_cluster(seed=7) as cluster, trio.open_nursery() as nursery:
         nodes = {name: await cluster.add_node(name) for name in NAMES}
         nodes["a"].set_master_params(params)
@@ -60,13 +61,9 @@ async def scenario(steps: list[tuple[tuple[str, ...], float]]) -> History:
                 return
             if node._session is not None:
                 return
-            try:
-                await node.attach_master(
-                    target.address, ReplicaParams(mode=mode, wait_data_timeout=0.5,
-                                                  master_params=params), timeout=1.0
-                )  # fmt: skip
-            except hakit.HakitError:
-                pass
+            replica_params = ReplicaParams(mode=mode, wait_data_timeout=0.5, master_params=params)
+            with suppress(hakit.HakitError):  # refused attaches are part of the schedule
+                await node.attach_master(target.address, replica_params, timeout=1.0)
 
         async def do_commit(node: hakit.Node) -> None:
             key = f"k{next(counter)}"
@@ -103,7 +100,7 @@ async def scenario(steps: list[tuple[tuple[str, ...], float]]) -> History:
                 if node._session is not None:
                     node.cancel()
                     while node._session is not None:
-                        await trio.sleep(0)
+                        await trio.lowlevel.checkpoint()
                 nursery.start_soon(attach, node, ReplicaMode.FORCE_MASTER)
             await trio.sleep(delay)
         cluster.network.heal()
