@@ -125,3 +125,9 @@ async def commit(node: hakit.Node, **items: Any) -> hakit.CommitResult:
 
 
 Waiter = Callable[[], Awaitable[None]]
+
+
+@pytest.fixture
+def io_clock() -> trio.testing.MockClock:
+    """Virtual time for a test on real sockets (see `clock`)."""
+    return trio.testing.MockClock(autojump_threshold=0.05)

@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 import trio
+from trio.testing import MockClock
 
 import hakit
 from hakit import MasterParams, StopReason
@@ -75,7 +76,7 @@ async def refused_detail(master: hakit.Node) -> str:
     ids=["garbage", "oversized", "short-array", "not-a-message", "unknown-kind"],
 )
 async def test_garbage_is_refused_and_master_keeps_serving(
-    nodes: Nodes, nursery: trio.Nursery, payload: bytes, expected: str
+    nodes: Nodes, clock: MockClock, nursery: trio.Nursery, payload: bytes, expected: str
 ) -> None:
     master, replica = await healthy_pair(nodes, nursery)
     stream = await raw(nodes, master.address)
@@ -85,7 +86,9 @@ async def test_garbage_is_refused_and_master_keeps_serving(
     await stream.aclose()
 
 
-async def test_truncated_frame_is_refused(nodes: Nodes, nursery: trio.Nursery) -> None:
+async def test_truncated_frame_is_refused(
+    nodes: Nodes, clock: MockClock, nursery: trio.Nursery
+) -> None:
     master, replica = await healthy_pair(nodes, nursery)
     stream = await raw(nodes, master.address)
     await stream.send_all(hello()[:10])
@@ -94,7 +97,9 @@ async def test_truncated_frame_is_refused(nodes: Nodes, nursery: trio.Nursery) -
     await still_serving(master, replica)
 
 
-async def test_silent_connection_times_out(nodes: Nodes, nursery: trio.Nursery) -> None:
+async def test_silent_connection_times_out(
+    nodes: Nodes, clock: MockClock, nursery: trio.Nursery
+) -> None:
     master, replica = await healthy_pair(nodes, nursery, MasterParams(initial_timeout=1.0))
     stream = await raw(nodes, master.address)
     assert "no handshake in time" in await refused_detail(master)
@@ -109,7 +114,9 @@ async def reply_to(nodes: Nodes, address: str, data: bytes) -> m.Message:
     return parse_message(values[0])
 
 
-async def test_wrong_protocol_version(nodes: Nodes, nursery: trio.Nursery) -> None:
+async def test_wrong_protocol_version(
+    nodes: Nodes, clock: MockClock, nursery: trio.Nursery
+) -> None:
     master, replica = await healthy_pair(nodes, nursery)
     reply = await reply_to(nodes, master.address, hello(version=99))
     assert isinstance(reply, m.Reject)
@@ -118,7 +125,9 @@ async def test_wrong_protocol_version(nodes: Nodes, nursery: trio.Nursery) -> No
     await still_serving(master, replica)
 
 
-async def test_duplicate_replica_name(nodes: Nodes, nursery: trio.Nursery) -> None:
+async def test_duplicate_replica_name(
+    nodes: Nodes, clock: MockClock, nursery: trio.Nursery
+) -> None:
     master, replica = await healthy_pair(nodes, nursery)
     twin = hakit.Node("r1", network=nodes.cluster.network if nodes.cluster else None)
     await nodes.nursery.start(twin._main)
@@ -129,7 +138,7 @@ async def test_duplicate_replica_name(nodes: Nodes, nursery: trio.Nursery) -> No
     await still_serving(master, replica)
 
 
-async def test_one_replica_too_many(nodes: Nodes, nursery: trio.Nursery) -> None:
+async def test_one_replica_too_many(nodes: Nodes, clock: MockClock, nursery: trio.Nursery) -> None:
     master, replica = await healthy_pair(nodes, nursery, MasterParams(max_replicas=1))
     extra = await nodes.add("r2")
     with pytest.raises(hakit.HAProtocolError) as info:
@@ -140,7 +149,7 @@ async def test_one_replica_too_many(nodes: Nodes, nursery: trio.Nursery) -> None
     await still_serving(master, replica)
 
 
-async def test_not_a_master(nodes: Nodes) -> None:
+async def test_not_a_master(nodes: Nodes, clock: MockClock) -> None:
     plain = await nodes.add("plain")
     other = await nodes.add("other")
     with pytest.raises(hakit.HAProtocolError, match="not a master"):
@@ -148,7 +157,7 @@ async def test_not_a_master(nodes: Nodes) -> None:
 
 
 async def test_attached_replica_sending_garbage_loses_only_its_link(
-    nodes: Nodes, nursery: trio.Nursery
+    nodes: Nodes, clock: MockClock, nursery: trio.Nursery
 ) -> None:
     master, replica = await healthy_pair(nodes, nursery)
     async with FramedStream(await raw(nodes, master.address)) as framed:
@@ -185,7 +194,7 @@ async def fake_master(nodes: Nodes, nursery: trio.Nursery, serve: Serve) -> str:
 
 
 async def test_replica_survives_a_master_sending_garbage(
-    nodes: Nodes, nursery: trio.Nursery
+    nodes: Nodes, clock: MockClock, nursery: trio.Nursery
 ) -> None:
     async def serve(stream: trio.abc.Stream) -> None:
         await stream.receive_some(1000)
@@ -201,7 +210,9 @@ async def test_replica_survives_a_master_sending_garbage(
     assert replica.role is hakit.Role.STANDALONE
 
 
-async def test_replica_rejects_a_stale_master_stream(nodes: Nodes, nursery: trio.Nursery) -> None:
+async def test_replica_rejects_a_stale_master_stream(
+    nodes: Nodes, clock: MockClock, nursery: trio.Nursery
+) -> None:
     async def serve(stream: trio.abc.Stream) -> None:
         decoder = FrameDecoder()
         decoder.feed(await stream.receive_some(1000))

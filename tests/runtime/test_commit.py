@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+from trio.testing import MockClock
 
 import hakit
 from hakit import MasterMode, MasterParams, ReplicaMode, ReplicaParams, StopReason
@@ -53,7 +54,7 @@ async def silent_replica(
 
 
 async def test_replica_without_ack_is_detached_after_synch_timeout(
-    nodes: Nodes, nursery: trio.Nursery
+    nodes: Nodes, clock: MockClock, nursery: trio.Nursery
 ) -> None:
     master = await nodes.add("m")
     master.set_master_params(MasterParams(synch_timeout=0.5))
@@ -73,7 +74,9 @@ async def test_replica_without_ack_is_detached_after_synch_timeout(
     assert (await commit(master, b=2)).detached == ()
 
 
-async def test_async_lag_is_bounded_by_the_buffer(nodes: Nodes, nursery: trio.Nursery) -> None:
+async def test_async_lag_is_bounded_by_the_buffer(
+    nodes: Nodes, clock: MockClock, nursery: trio.Nursery
+) -> None:
     params = MasterParams(
         mode=MasterMode.ASYNC | MasterMode.HOTSYNC, async_buffer_bytes=4096, commit_timeout=1.0
     )
@@ -98,7 +101,7 @@ async def test_async_lag_is_bounded_by_the_buffer(nodes: Nodes, nursery: trio.Nu
 
 
 async def test_commits_racing_force_master_never_falsely_succeed(
-    nodes: Nodes, nursery: trio.Nursery
+    nodes: Nodes, clock: MockClock, nursery: trio.Nursery
 ) -> None:
     master = await nodes.add("m")
     master.set_master_params(MasterParams())

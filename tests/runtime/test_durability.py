@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from trio.testing import MockClock
 
 import hakit
 from hakit import MasterParams, ReplicaMode, ReplicaParams, SqliteStorage, StopReason
@@ -13,7 +14,9 @@ from hakit import MasterParams, ReplicaMode, ReplicaParams, SqliteStorage, StopR
 from .conftest import commit, run_attach, wait_until
 
 
-async def test_master_restart_resumes_without_reload(tmp_path: Path, nursery: trio.Nursery) -> None:
+async def test_master_restart_resumes_without_reload(
+    autojump_clock: MockClock, tmp_path: Path, nursery: trio.Nursery
+) -> None:
     path = tmp_path / "m.db"
     async with hakit.open_cluster(seed=3) as cluster:
         replica = await cluster.add_node("r1")
@@ -41,7 +44,7 @@ async def test_master_restart_resumes_without_reload(tmp_path: Path, nursery: tr
 
 
 async def test_killed_master_stays_fenced_after_restart(
-    tmp_path: Path, nursery: trio.Nursery
+    autojump_clock: MockClock, tmp_path: Path, nursery: trio.Nursery
 ) -> None:
     path = tmp_path / "old.db"
     async with hakit.open_cluster(seed=4) as cluster:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import trio
 import trio.testing
+from trio.testing import MockClock
 
 import hakit
 from hakit import MasterParams, ReplicaMode, ReplicaParams, StopReason
@@ -14,7 +15,9 @@ from hakit import MasterParams, ReplicaMode, ReplicaParams, StopReason
 from .conftest import Nodes, commit, run_attach, wait_until
 
 
-async def test_statistics_describe_both_sides(nodes: Nodes, nursery: trio.Nursery) -> None:
+async def test_statistics_describe_both_sides(
+    nodes: Nodes, clock: MockClock, nursery: trio.Nursery
+) -> None:
     master = await nodes.add("m")
     master.set_master_params(MasterParams())
     replica = await nodes.add("r1")
@@ -33,7 +36,7 @@ async def test_statistics_describe_both_sides(nodes: Nodes, nursery: trio.Nurser
 
 
 async def test_event_log_records_connect_sync_role_and_stop(
-    nodes: Nodes, nursery: trio.Nursery
+    nodes: Nodes, clock: MockClock, nursery: trio.Nursery
 ) -> None:
     master = await nodes.add("m")
     master.set_master_params(MasterParams())
@@ -86,7 +89,7 @@ def test_same_seed_same_event_log() -> None:
     assert any("master changed" in text for _, _, text in first)
 
 
-async def test_replication_over_a_unix_socket(nursery: trio.Nursery) -> None:
+async def test_replication_over_a_unix_socket(io_clock: MockClock, nursery: trio.Nursery) -> None:
     path = Path(tempfile.mkdtemp(prefix="hk")) / "m.sock"
     async with hakit.open_node("m", address=str(path)) as master, hakit.open_node("r1") as replica:
         assert master.address == str(path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+from trio.testing import MockClock
 
 import hakit
 from hakit import MasterParams, ReplicaParams, StopReason
@@ -12,6 +13,7 @@ from .conftest import commit, run_attach
 
 
 async def test_partition_detaches_on_both_sides_and_heal_allows_resync(
+    autojump_clock: MockClock,
     nursery: trio.Nursery,
 ) -> None:
     async with hakit.open_cluster(seed=2) as cluster:
@@ -42,7 +44,9 @@ async def test_partition_detaches_on_both_sides_and_heal_allows_resync(
         assert (await commit(master, after=2)).acked in (("r2", "r1"), ("r1", "r2"))
 
 
-async def test_connect_across_a_partition_fails_fast(nursery: trio.Nursery) -> None:
+async def test_connect_across_a_partition_fails_fast(
+    autojump_clock: MockClock, nursery: trio.Nursery
+) -> None:
     async with hakit.open_cluster(seed=2) as cluster:
         master = await cluster.add_node("m")
         master.set_master_params(MasterParams())

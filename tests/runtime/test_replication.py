@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import trio
 import trio.lowlevel
+from trio.testing import MockClock
 
 import hakit
 from hakit import MasterMode, MasterParams, Notification, ReplicaMode, ReplicaParams, StopReason
@@ -29,7 +30,9 @@ async def master_with_replicas(
     return master, replicas, runs
 
 
-async def test_attach_full_load_then_stream(nodes: Nodes, nursery: trio.Nursery) -> None:
+async def test_attach_full_load_then_stream(
+    nodes: Nodes, clock: MockClock, nursery: trio.Nursery
+) -> None:
     master = await nodes.add("m")
     for i in range(50):
         await commit(master, **{f"k{i}": i})
@@ -59,7 +62,9 @@ async def test_attach_full_load_then_stream(nodes: Nodes, nursery: trio.Nursery)
     )
 
 
-async def test_equal_database_needs_no_load(nodes: Nodes, nursery: trio.Nursery) -> None:
+async def test_equal_database_needs_no_load(
+    nodes: Nodes, clock: MockClock, nursery: trio.Nursery
+) -> None:
     master, (replica,), (run,) = await master_with_replicas(nodes, nursery, "r1")
     await commit(master, a=1)
     replica.replica_stop()
@@ -78,7 +83,9 @@ async def test_equal_database_needs_no_load(nodes: Nodes, nursery: trio.Nursery)
     assert await run.wait() is StopReason.CANCELLED
 
 
-async def test_incremental_resync_replays_only_missed(nodes: Nodes, nursery: trio.Nursery) -> None:
+async def test_incremental_resync_replays_only_missed(
+    nodes: Nodes, clock: MockClock, nursery: trio.Nursery
+) -> None:
     master, (replica,), (run,) = await master_with_replicas(nodes, nursery, "r1")
     await commit(master, a=1)
     replica.replica_stop()
@@ -94,7 +101,9 @@ async def test_incremental_resync_replays_only_missed(nodes: Nodes, nursery: tri
     await run.wait()
 
 
-async def test_full_load_when_log_is_too_short(nodes: Nodes, nursery: trio.Nursery) -> None:
+async def test_full_load_when_log_is_too_short(
+    nodes: Nodes, clock: MockClock, nursery: trio.Nursery
+) -> None:
     params = MasterParams(trans_log_length=2)
     master, (replica,), (run,) = await master_with_replicas(nodes, nursery, "r1", params=params)
     replica.replica_stop()
@@ -108,7 +117,9 @@ async def test_full_load_when_log_is_too_short(nodes: Nodes, nursery: trio.Nurse
     await run.wait()
 
 
-async def test_force_sync_always_loads(nodes: Nodes, nursery: trio.Nursery) -> None:
+async def test_force_sync_always_loads(
+    nodes: Nodes, clock: MockClock, nursery: trio.Nursery
+) -> None:
     master, (replica,), (run,) = await master_with_replicas(nodes, nursery, "r1")
     replica.replica_stop()
     await run.wait()
@@ -118,7 +129,9 @@ async def test_force_sync_always_loads(nodes: Nodes, nursery: trio.Nursery) -> N
     await run.wait()
 
 
-async def test_hot_sync_keeps_writes_flowing(nodes: Nodes, nursery: trio.Nursery) -> None:
+async def test_hot_sync_keeps_writes_flowing(
+    nodes: Nodes, clock: MockClock, nursery: trio.Nursery
+) -> None:
     master = await nodes.add("m")
     async with master.transaction() as tx:
         for i in range(20_000):
@@ -140,7 +153,9 @@ async def test_hot_sync_keeps_writes_flowing(nodes: Nodes, nursery: trio.Nursery
     await run.wait()
 
 
-async def test_static_sync_holds_writes_until_loaded(nodes: Nodes, nursery: trio.Nursery) -> None:
+async def test_static_sync_holds_writes_until_loaded(
+    nodes: Nodes, clock: MockClock, nursery: trio.Nursery
+) -> None:
     master = await nodes.add("m")
     async with master.transaction() as tx:
         for i in range(20_000):
@@ -158,7 +173,9 @@ async def test_static_sync_holds_writes_until_loaded(nodes: Nodes, nursery: trio
     await run.wait()
 
 
-async def test_async_commit_replicates(nodes: Nodes, nursery: trio.Nursery) -> None:
+async def test_async_commit_replicates(
+    nodes: Nodes, clock: MockClock, nursery: trio.Nursery
+) -> None:
     params = MasterParams(mode=MasterMode.ASYNC | MasterMode.HOTSYNC | MasterMode.STATEFUL)
     master, replicas, _runs = await master_with_replicas(nodes, nursery, "r1", "r2", params=params)
     for i in range(3000):
@@ -169,7 +186,9 @@ async def test_async_commit_replicates(nodes: Nodes, nursery: trio.Nursery) -> N
         assert dict(replica.items()) == dict(master.items())
 
 
-async def test_sync_commit_group_commit_many_writers(nodes: Nodes, nursery: trio.Nursery) -> None:
+async def test_sync_commit_group_commit_many_writers(
+    nodes: Nodes, clock: MockClock, nursery: trio.Nursery
+) -> None:
     master, replicas, _ = await master_with_replicas(nodes, nursery, "r1", "r2")
     results: list[hakit.CommitResult] = []
 
@@ -187,7 +206,9 @@ async def test_sync_commit_group_commit_many_writers(nodes: Nodes, nursery: trio
         assert replica.txid == 320
 
 
-async def test_ack_policy_one_and_quorum(nodes: Nodes, nursery: trio.Nursery) -> None:
+async def test_ack_policy_one_and_quorum(
+    nodes: Nodes, clock: MockClock, nursery: trio.Nursery
+) -> None:
     params = MasterParams(ack_policy=hakit.AckPolicy.ONE)
     master, _, _ = await master_with_replicas(nodes, nursery, "r1", "r2", params=params)
     result = await commit(master, a=1)
@@ -195,7 +216,7 @@ async def test_ack_policy_one_and_quorum(nodes: Nodes, nursery: trio.Nursery) ->
 
 
 async def test_wait_data_timeout_aborts_when_the_master_falls_silent(
-    nodes: Nodes, nursery: trio.Nursery
+    nodes: Nodes, clock: MockClock, nursery: trio.Nursery
 ) -> None:
     from hakit.transports import open_listener
 
@@ -220,7 +241,9 @@ async def test_wait_data_timeout_aborts_when_the_master_falls_silent(
     assert "wait_data_timeout" in replica.events.of_type(hakit.ReplicaStopped)[-1].detail
 
 
-async def test_keepalive_keeps_an_idle_link_up(nodes: Nodes, nursery: trio.Nursery) -> None:
+async def test_keepalive_keeps_an_idle_link_up(
+    nodes: Nodes, clock: MockClock, nursery: trio.Nursery
+) -> None:
     master = await nodes.add("m")
     master.set_master_params(MasterParams(keepalive_interval=0.2, detach_timeout=1.0))
     replica = await nodes.add("r1")
@@ -237,13 +260,17 @@ async def test_keepalive_keeps_an_idle_link_up(nodes: Nodes, nursery: trio.Nurse
     )
 
 
-async def test_master_going_away_aborts_connection(nodes: Nodes, nursery: trio.Nursery) -> None:
+async def test_master_going_away_aborts_connection(
+    nodes: Nodes, clock: MockClock, nursery: trio.Nursery
+) -> None:
     master, (_replica,), (run,) = await master_with_replicas(nodes, nursery, "r1")
     await master.aclose()
     assert await run.wait() is StopReason.CONNECTION_ABORTED
 
 
-async def test_handshake_failed_wrong_cluster(nodes: Nodes, nursery: trio.Nursery) -> None:
+async def test_handshake_failed_wrong_cluster(
+    nodes: Nodes, clock: MockClock, nursery: trio.Nursery
+) -> None:
     master = await nodes.add("m")
     master.set_master_params(MasterParams())
     stranger = await nodes.open("x", cluster_name="other")
@@ -254,7 +281,7 @@ async def test_handshake_failed_wrong_cluster(nodes: Nodes, nursery: trio.Nurser
     assert stranger.events.of_type(hakit.ReplicaStopped)[-1].reason is StopReason.HANDSHAKE_FAILED
 
 
-async def test_iterator_error(nodes: Nodes, nursery: trio.Nursery) -> None:
+async def test_iterator_error(nodes: Nodes, clock: MockClock, nursery: trio.Nursery) -> None:
     master = await nodes.add("m")
     master.set_master_params(MasterParams())
     replica = await nodes.add("r1")
@@ -273,7 +300,7 @@ async def test_iterator_error(nodes: Nodes, nursery: trio.Nursery) -> None:
 
 
 async def test_remote_cancel_through_cancel_point(
-    nodes: Nodes, nursery: trio.Nursery, tmp_path
+    nodes: Nodes, clock: MockClock, nursery: trio.Nursery, tmp_path
 ) -> None:
     master = await nodes.add("m")
     master.set_master_params(MasterParams())
@@ -290,7 +317,7 @@ async def test_remote_cancel_through_cancel_point(
     assert await run.wait() is StopReason.CANCELLED
 
 
-async def test_attach_timeout_when_master_unreachable(nodes: Nodes) -> None:
+async def test_attach_timeout_when_master_unreachable(nodes: Nodes, clock: MockClock) -> None:
     replica = await nodes.add("r1")
     if nodes.cluster is not None:
         master = await nodes.add("m")
@@ -305,14 +332,16 @@ async def test_attach_timeout_when_master_unreachable(nodes: Nodes) -> None:
     assert info.value.stop_reason is StopReason.CONNECTION_ABORTED
 
 
-async def test_attach_replica_times_out(nodes: Nodes) -> None:
+async def test_attach_replica_times_out(nodes: Nodes, clock: MockClock) -> None:
     master = await nodes.add("m")
     master.set_master_params(MasterParams())
     with pytest.raises(hakit.NetworkTimeoutError):
         await master.attach_replica(timeout=1)
 
 
-async def test_writes_on_replica_raise_not_master(nodes: Nodes, nursery: trio.Nursery) -> None:
+async def test_writes_on_replica_raise_not_master(
+    nodes: Nodes, clock: MockClock, nursery: trio.Nursery
+) -> None:
     master, (replica,), _ = await master_with_replicas(nodes, nursery, "r1")
     with pytest.raises(hakit.NotMasterError) as info:
         async with replica.transaction() as tx:
@@ -322,7 +351,7 @@ async def test_writes_on_replica_raise_not_master(nodes: Nodes, nursery: trio.Nu
 
 
 async def test_quorum_refuses_writes_without_enough_replicas(
-    nodes: Nodes, nursery: trio.Nursery
+    nodes: Nodes, clock: MockClock, nursery: trio.Nursery
 ) -> None:
     master = await nodes.add("m")
     master.set_master_params(MasterParams(quorum=1))
@@ -335,7 +364,9 @@ async def test_quorum_refuses_writes_without_enough_replicas(
     assert (await commit(master, a=1)).acked == ("r1",)
 
 
-async def test_stop_master_detaches_all(nodes: Nodes, nursery: trio.Nursery) -> None:
+async def test_stop_master_detaches_all(
+    nodes: Nodes, clock: MockClock, nursery: trio.Nursery
+) -> None:
     master, _replicas, runs = await master_with_replicas(nodes, nursery, "r1", "r2")
     master.stop_master()
     for run in runs:
@@ -343,7 +374,7 @@ async def test_stop_master_detaches_all(nodes: Nodes, nursery: trio.Nursery) -> 
     assert master.role is hakit.Role.STANDALONE
 
 
-async def test_detach_all_replicas(nodes: Nodes, nursery: trio.Nursery) -> None:
+async def test_detach_all_replicas(nodes: Nodes, clock: MockClock, nursery: trio.Nursery) -> None:
     master, _replicas, runs = await master_with_replicas(nodes, nursery, "r1", "r2")
     master.detach_all_replicas()
     for run in runs:
@@ -351,7 +382,9 @@ async def test_detach_all_replicas(nodes: Nodes, nursery: trio.Nursery) -> None:
     assert master.role is hakit.Role.MASTER
 
 
-async def test_force_master_and_followers(nodes: Nodes, nursery: trio.Nursery) -> None:
+async def test_force_master_and_followers(
+    nodes: Nodes, clock: MockClock, nursery: trio.Nursery
+) -> None:
     master, (r1, r2), (run1, run2) = await master_with_replicas(nodes, nursery, "r1", "r2")
     for i in range(10):
         await commit(master, **{f"k{i}": i})
@@ -385,7 +418,7 @@ async def test_force_master_and_followers(nodes: Nodes, nursery: trio.Nursery) -
     assert await run2.wait() is StopReason.STOPPED_BY_LOCAL_REQUEST
 
 
-async def test_attach_master_bad_arguments(nodes: Nodes) -> None:
+async def test_attach_master_bad_arguments(nodes: Nodes, clock: MockClock) -> None:
     node = await nodes.add("a")
     with pytest.raises(ValueError, match="host:port"):
         await node.attach_master("not an address")
