@@ -484,6 +484,7 @@ class Node:
             txid=0 if sync is SyncKind.FULL else hello.txid,
             keepalive_interval=params.keepalive_interval,
             detach_timeout=params.detach_timeout,
+            initial_timeout=params.initial_timeout,
             now=now,
         )
         link = ReplicaLink(self, hello.node, framed, machine, sync, hello.address)

@@ -87,7 +87,8 @@ class MasterParams:
             replica that holds it up is detached.
         synch_timeout: how long a synchronous commit waits for an acknowledgement before the
             silent replica is detached.
-        initial_timeout: how long a new connection may take to send its handshake.
+        initial_timeout: how long a new connection may take to send its handshake, and a
+            replica to finish its initial sync.
         detach_timeout: detach a replica that has been silent this long.
         keepalive_interval: send a keep-alive after this long without traffic.
         async_buffer_bytes: the most unsent bytes an asynchronous replica may lag behind.

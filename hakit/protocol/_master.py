@@ -168,6 +168,8 @@ class MasterLinkMachine:
             may be ahead of the master's, counts for nothing).
         keepalive_interval: send a `KeepAlive` after this long without sending (0 disables).
         detach_timeout: close the link when the replica is silent this long (0 disables).
+            Not applied while it syncs: a replica loading a snapshot has nothing to say.
+        initial_timeout: close the link when the initial sync takes longer (0 disables).
         now: the current time.
     """
 
@@ -180,6 +182,7 @@ class MasterLinkMachine:
         txid: int,
         keepalive_interval: float = 0.0,
         detach_timeout: float = 0.0,
+        initial_timeout: float = 0.0,
         now: float,
     ) -> None:
         self.replica = replica
@@ -188,6 +191,8 @@ class MasterLinkMachine:
         self.acked = txid
         self.keepalive_interval = keepalive_interval
         self.detach_timeout = detach_timeout
+        self.initial_timeout = initial_timeout
+        self._sync_deadline = now + initial_timeout if initial_timeout else float("inf")
         self.state = LinkState.SYNCING
         self.last_sent = now
         self.last_heard = now
@@ -202,7 +207,9 @@ class MasterLinkMachine:
         deadline = float("inf")
         if self.keepalive_interval:
             deadline = self.last_sent + self.keepalive_interval
-        if self.detach_timeout:
+        if self.state is LinkState.SYNCING:
+            deadline = min(deadline, self._sync_deadline)
+        elif self.detach_timeout:
             deadline = min(deadline, self.last_heard + self.detach_timeout)
         return deadline
 
@@ -216,7 +223,18 @@ class MasterLinkMachine:
         """Return the keep-alive due now, or `ReplicaLeft` when the replica fell silent."""
         if self.state in (LinkState.CLOSED, LinkState.KILLED):
             return None
-        if self.detach_timeout and now >= self.last_heard + self.detach_timeout:
+        if self.state is LinkState.SYNCING and now >= self._sync_deadline:
+            self.state = LinkState.CLOSED
+            return ReplicaLeft(
+                StopReason.CONNECTION_ABORTED,
+                f"replica {self.replica!r} did not finish its initial sync within "
+                f"{self.initial_timeout:g} s (initial_timeout)",
+            )
+        if (
+            self.state is not LinkState.SYNCING
+            and self.detach_timeout
+            and now >= self.last_heard + self.detach_timeout
+        ):
             self.state = LinkState.CLOSED
             return ReplicaLeft(
                 StopReason.CONNECTION_ABORTED,

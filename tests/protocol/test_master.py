@@ -299,12 +299,25 @@ def test_newer_generation() -> None:
 
 
 def test_next_deadline() -> None:
-    link = make_link()
+    link = streaming_link()
     assert link.next_deadline == 101.0  # keep-alive before the detach at 105
-    assert make_link(keepalive_interval=0.0).next_deadline == 105.0
-    assert make_link(keepalive_interval=10.0).next_deadline == 105.0
-    assert make_link(detach_timeout=0.0).next_deadline == 101.0
-    assert make_link(keepalive_interval=0.0, detach_timeout=0.0).next_deadline == float("inf")
+    assert streaming_link(keepalive_interval=0.0).next_deadline == 105.0
+    assert streaming_link(keepalive_interval=10.0).next_deadline == 105.0
+    assert streaming_link(detach_timeout=0.0).next_deadline == 101.0
+    assert streaming_link(keepalive_interval=0.0, detach_timeout=0.0).next_deadline == float(
+        "inf"
+    )
+
+
+def test_syncing_link_is_timed_by_initial_timeout_not_detach_timeout() -> None:
+    # A replica loading a snapshot has nothing to say: silence is no reason to drop it, but
+    # the whole sync must finish within initial_timeout.
+    link = make_link(keepalive_interval=0.0, initial_timeout=30.0)
+    assert link.next_deadline == 130.0
+    assert link.tick(110.0) is None  # silent past detach_timeout: still loading, still fine
+    assert_left(link.tick(130.0), StopReason.CONNECTION_ABORTED, "'r1'", "initial_timeout")
+    assert link.state is LinkState.CLOSED
+    assert make_link(keepalive_interval=0.0).next_deadline == float("inf")
 
 
 def test_keepalive_is_due_after_the_interval_without_sending() -> None:
