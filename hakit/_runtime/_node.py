@@ -31,6 +31,7 @@ from ..protocol import (
     NotMasterError,
     RemoteProtocolError,
     ReplicaMachine,
+    ReplicationError,
     StopReason,
     SyncKind,
     decide_handshake,
@@ -949,11 +950,18 @@ class Node:
         self, session: _Session, address: str, params: ReplicaParams, timeout: float
     ) -> StopReason:
         force_master = ReplicaMode.FORCE_MASTER in params.mode
-        attached = False
         while True:
-            outcome = await self._replicate_once(
-                session, address, params, timeout, force_master=force_master, attached=attached
-            )
+            try:
+                outcome = await self._replicate_once(
+                    session, address, params, timeout, force_master=force_master
+                )
+            except ReplicationError as exc:
+                self._replica_stopped(params, exc.stop_reason, str(exc), None)
+                if session.master is not None:
+                    # Once attached, attach_master reports stops by returning: here the new
+                    # master that this replica followed could not be reached.
+                    return exc.stop_reason
+                raise
             if isinstance(outcome, rm.FollowMaster):
                 if outcome.address is None:
                     return self._replica_stopped(
@@ -966,7 +974,6 @@ class Node:
                 self._notify(params, Notification.MASTER_CHANGED, outcome.address)
                 address = outcome.address
                 force_master = False
-                attached = True
                 continue
             return outcome
 
@@ -978,7 +985,6 @@ class Node:
         timeout: float,
         *,
         force_master: bool,
-        attached: bool,
     ) -> StopReason | rm.FollowMaster:
         machine = ReplicaMachine(
             cluster=self.cluster_name,
@@ -1023,9 +1029,6 @@ class Node:
                 error = (
                     HAProtocolError if first.reason is StopReason.HANDSHAKE_FAILED else HAIOError
                 )
-                self._record(
-                    ReplicaStopped(self._now(), self.name, first.reason, first.detail, None)
-                )
                 raise error(
                     f"master at {address} refused the handshake: {first.detail}",
                     stop_reason=first.reason, address=address,
@@ -1039,23 +1042,17 @@ class Node:
             self._record(Connected(self._now(), self.name, first.master, address))
             self._notify(params, Notification.CONNECTED, address)
             # 2. load and stream until stopped
+            load_deadline = self._now() + (params.initial_timeout or math.inf)
             with session.scope():
                 while True:
                     for event in events:
-                        outcome = await self._replica_event(
-                            machine, framed, params, event, attached
-                        )
+                        outcome = await self._replica_event(machine, framed, params, event)
                         if isinstance(outcome, rm.Stopped):
-                            if loader is not None:
-                                loader.abort()
-                                self._notify(params, Notification.DB_LOAD_FAILED, outcome.detail)
                             return self._replica_stopped(
                                 params, outcome.reason, outcome.detail, first.master
                             )
                         if isinstance(outcome, rm.FollowMaster):
                             return outcome
-                        if isinstance(event, rm.Synced):
-                            attached = True
                         if isinstance(event, rm.LoadBegin):
                             loader = self.storage.begin_load()
                             self._notify(params, Notification.DB_LOAD_BEGIN, f"{event.count} keys")
@@ -1071,10 +1068,24 @@ class Node:
                     if machine.state is rm.ReplicaState.STOPPED:
                         assert machine.stop_reason is not None
                         return self._replica_stopped(params, machine.stop_reason, "", first.master)
-                    events = await self._receive_events(machine, framed)
+                    if not machine.synced and self._now() >= load_deadline:
+                        return self._replica_stopped(
+                            params,
+                            StopReason.CONNECTION_ABORTED,
+                            f"initial sync not complete within {params.initial_timeout:g} s "
+                            "(initial_timeout)",
+                            first.master,
+                        )
+                    deadline = machine.next_deadline
+                    if not machine.synced:
+                        deadline = min(deadline, load_deadline)
+                    events = await self._receive_events(machine, framed, deadline)
         finally:
             if loader is not None:
+                # Whatever stopped us mid-load, the staged data is dropped: a half-loaded
+                # database is never exposed.
                 loader.abort()
+                self._notify(params, Notification.DB_LOAD_FAILED, "the load did not complete")
             if framed is not None:
                 await self._close_replica_link(machine, framed, session)
         # A stop requested from outside (replica_stop / cancel) lands here.
@@ -1108,9 +1119,9 @@ class Node:
         return events
 
     async def _receive_events(
-        self, machine: ReplicaMachine, framed: FramedStream
+        self, machine: ReplicaMachine, framed: FramedStream, deadline: float
     ) -> list[rm.ReplicaEvent]:
-        with trio.move_on_at(machine.next_deadline):
+        with trio.move_on_at(deadline):
             try:
                 values = await framed.receive()
             except EOFError:
@@ -1127,7 +1138,6 @@ class Node:
         framed: FramedStream,
         params: ReplicaParams,
         event: rm.ReplicaEvent,
-        attached: bool,
     ) -> rm.Stopped | rm.FollowMaster | None:
         if isinstance(event, rm.Apply):
             error = self._apply(event.entries, params)

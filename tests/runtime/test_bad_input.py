@@ -227,3 +227,31 @@ async def test_replica_rejects_a_stale_master_stream(
     assert reason is StopReason.CONNECTION_ABORTED
     assert "does not follow" in replica.events.of_type(hakit.ReplicaStopped)[-1].detail
     assert replica.txid == 0 and replica.get("k") is None
+
+
+async def test_half_loaded_snapshot_is_never_exposed(
+    nodes: Nodes, nursery: trio.Nursery, clock: MockClock
+) -> None:
+    async def serve(stream: trio.abc.Stream) -> None:
+        await stream.receive_some(1000)
+        await stream.send_all(m.Welcome(3, "fake", 9, int(m.SyncKind.FULL), 1.0).encode())
+        await stream.send_all(m.SnapshotBegin(3, 9, 3, 4).encode())
+        await stream.send_all(m.SnapshotChunk(3, ["x", 1, "y", 2]).encode())
+        for _ in range(20):  # alive, but the snapshot never finishes
+            await stream.send_all(m.KeepAlive(3, 9).encode())
+            await trio.sleep(0.2)
+
+    address = await fake_master(nodes, nursery, serve)
+    replica = await nodes.add("r1")
+    async with replica.transaction() as tx:
+        tx.put("mine", 1)
+    seen: list[hakit.Notification] = []
+    params = hakit.ReplicaParams(
+        initial_timeout=1.0, wait_data_timeout=0.5, on_notification=lambda w, _: seen.append(w)
+    )
+    reason = await replica.attach_master(address, params)
+    assert reason is StopReason.CONNECTION_ABORTED
+    assert "initial_timeout" in replica.events.of_type(hakit.ReplicaStopped)[-1].detail
+    assert hakit.Notification.DB_LOAD_FAILED in seen
+    assert dict(replica.items()) == {"mine": 1}
+    assert replica.txid == 1
