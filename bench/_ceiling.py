@@ -15,6 +15,7 @@ import trio
 
 from . import _proc
 from ._frames import FrameReader, frame
+from ._load import repetitions
 from ._util import Figure, log, now, percentile, spin_until
 
 VALUE = b"x" * 100
@@ -86,7 +87,7 @@ async def oneway(cfg: Config, receivers: int) -> Figure:
         readers = [FrameReader(s) for s in streams]
         try:
             _, n = await _oneway_once(streams, readers, cfg.warmup, 0)
-            for _ in range(cfg.reps):
+            async for _ in repetitions(fig, cfg.reps):
                 rate, n = await _oneway_once(streams, readers, cfg.duration, n)
                 fig.add(rate)
         finally:
@@ -149,27 +150,21 @@ async def rpc(cfg: Config) -> tuple[Figure, Figure]:
     `RPC_WINDOW` requests in flight from one task."""
     one = Figure("req/s")
     window = Figure("req/s", extra={"window": RPC_WINDOW})
-    p50s: list[float] = []
-    p99s: list[float] = []
     async with _proc.child("echo") as echo:
         stream = await _connect(echo.ready["address"])
         reader = FrameReader(stream)
         async with stream:
             _, n = await _rpc_once(stream, reader, cfg.warmup, 0, None)
-            for _ in range(cfg.reps):
+            async for _ in repetitions(one, cfg.reps):
                 lat: list[float] = []
                 rate, n = await _rpc_once(stream, reader, cfg.duration, n, lat)
                 lat.sort()
-                one.add(rate)
-                p50s.append(percentile(lat, 0.5) * 1e6)
-                p99s.append(percentile(lat, 0.99) * 1e6)
+                one.add(rate, p50_us=percentile(lat, 0.5) * 1e6, p99_us=percentile(lat, 0.99) * 1e6)
             _, n = await _window_once(stream, reader, cfg.warmup, n)
-            for _ in range(cfg.reps):
+            async for _ in repetitions(window, cfg.reps):
                 rate, n = await _window_once(stream, reader, cfg.duration, n)
                 window.add(rate)
-    one.extra["p50_us"] = sorted(p50s)[len(p50s) // 2]
-    one.extra["p99_us"] = sorted(p99s)[len(p99s) // 2]
-    log(f"ceiling rpc 1-outstanding: {one.median:,.0f} req/s p50 {one.extra['p50_us']:.0f} us")
+    log(f"ceiling rpc 1-outstanding: {one.median:,.0f} req/s p50 {one.side('p50_us'):.0f} us")
     log(f"ceiling rpc window {RPC_WINDOW}: {window.median:,.0f} req/s")
     return one, window
 
@@ -199,21 +194,29 @@ async def _serve_snapshot(listener: trio.SocketListener, data: dict[Any, Any]) -
 
 
 async def snapshot(cfg: Config, data: dict[Any, Any]) -> Figure:
-    """Full-database transfer: from the receiver process starting to connect until the
-    sender has its ack (the receiver rebuilt the whole dict)."""
+    """Full-database transfer to a fresh receiver process (as hakit's replica is fresh):
+    from the receiver starting to connect until the sender has its ack (the receiver
+    rebuilt the whole dict)."""
     fig = Figure("s", extra={"keys": len(data)})
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     listener = listeners[0]
     host, port = listener.socket.getsockname()[:2]
-    async with listener, _proc.child("snaprx") as rx:
-        for rep in range(cfg.reps + 1):  # the first one warms up
+
+    async def once() -> float:
+        # A new process each time: a process that already held the data once would reuse
+        # its freed memory and skip the page faults that a real new replica pays.
+        async with _proc.child("snaprx") as rx:
             await rx.send("GO", host, port)
             t_end = await _serve_snapshot(listener, data)
             report = await rx.expect("snap")
-            if report["keys"] != len(data):
-                raise RuntimeError(f"snapshot receiver holds {report['keys']} keys")
-            if rep:
-                fig.add(t_end - report["t0"])
+        if report["keys"] != len(data):
+            raise RuntimeError(f"snapshot receiver holds {report['keys']} keys")
+        return float(t_end - report["t0"])
+
+    async with listener:
+        await once()  # warm-up
+        async for _ in repetitions(fig, cfg.reps):
+            fig.add(await once())
     fig.extra["keys_per_s"] = len(data) / fig.median
     log(f"ceiling snapshot {len(data):,} keys: {fig.median:.3f} s {fig.samples}")
     return fig
@@ -227,7 +230,8 @@ async def handover(cfg: Config) -> Figure:
     listener = listeners[0]
     host, port = listener.socket.getsockname()[:2]
     async with listener, _proc.child("handrx") as rx:
-        for rep in range(cfg.handover_reps + 1):
+
+        async def once() -> float:
             deadline = now() + 0.2
             await rx.send("GO", host, port, deadline)
             spin_until(deadline)  # both processes warm when the clock starts
@@ -238,7 +242,10 @@ async def handover(cfg: Config) -> Figure:
                     values = await reader.receive()
                     await stream.send_all(frame([values[0][0], "answer"]))
             report = await rx.expect("hand")
-            if rep:
-                fig.add((report["t1"] - report["t0"]) * 1e3)
+            return float(report["t1"] - report["t0"]) * 1e3
+
+        await once()  # warm-up
+        async for _ in repetitions(fig, cfg.handover_reps):
+            fig.add(await once())
     log(f"ceiling handover (connect + 3 RTT): {fig.median:.3f} ms {fig.samples}")
     return fig

@@ -6,7 +6,7 @@ All links are TCP on 127.0.0.1. Each transaction is one
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -16,6 +16,7 @@ from hakit import MasterMode, MasterParams
 
 from . import _proc
 from ._ceiling import KEYSPACE, VALUE, Config
+from ._load import repetitions
 from ._util import Figure, log, now, percentile, spin_until
 
 #: Transactions per full-sync build step (building the master's database is not timed).
@@ -27,7 +28,6 @@ class Attached:
     info: hakit.ReplicaInfo
     t0: float  #: the replica process called attach_master (perf_counter, system-wide)
     t_end: float  #: the master's attach_replica returned
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 async def attach(master: hakit.Node, replica: _proc.Child, timeout: float = 120.0) -> Attached:
@@ -89,7 +89,6 @@ async def _async_run(master: hakit.Node, replicas: int, duration: float) -> tupl
 async def async_commit(cfg: Config, replicas: int = 2) -> Figure:
     """Async commit to `replicas` replica processes, timed until every replica acked."""
     fig = Figure("txn/s", extra={"replicas": replicas})
-    commit_only: list[float] = []
     mode = MasterMode.ASYNC | MasterMode.HOTSYNC | MasterMode.STATEFUL
     async with hakit.open_node("master", address="127.0.0.1:0") as master:
         master.set_master_params(MasterParams(mode=mode))
@@ -98,14 +97,12 @@ async def async_commit(cfg: Config, replicas: int = 2) -> Figure:
             for proc in procs:
                 await attach(master, proc)
             await _async_run(master, replicas, cfg.warmup)
-            for _ in range(cfg.reps):
+            async for _ in repetitions(fig, cfg.reps):
                 first = master.txid
                 committed, applied = await _async_run(master, replicas, cfg.duration)
                 count = master.txid - first
-                fig.add(count / applied)
-                commit_only.append(count / committed)
+                fig.add(count / applied, commit_return_rate=count / committed)
             fig.extra["verified"] = await _verify(master, procs)
-    fig.extra["commit_return_rate"] = sorted(commit_only)[len(commit_only) // 2]
     log(f"hakit async x{replicas}: {fig.median:,.0f} txn/s applied {fig.samples}")
     return fig
 
@@ -165,24 +162,19 @@ async def sync_commit(cfg: Config, writer_counts: tuple[int, ...] = (1, 16)) -> 
             for writers in writer_counts:
                 fig = Figure("txn/s", extra={"writers": writers})
                 await _writers(master, writers, cfg.warmup, [])
-                p50s: list[float] = []
-                p99s: list[float] = []
                 unacked = 0
-                for _ in range(cfg.reps):
+                async for _ in repetitions(fig, cfg.reps):
                     lat: list[float] = []
                     rate, missing = await _writers(master, writers, cfg.duration, lat)
                     unacked += missing
                     lat.sort()
-                    fig.add(rate)
-                    p50s.append(percentile(lat, 0.5) * 1e6)
-                    p99s.append(percentile(lat, 0.99) * 1e6)
-                fig.extra["p50_us"] = sorted(p50s)[len(p50s) // 2]
-                fig.extra["p99_us"] = sorted(p99s)[len(p99s) // 2]
+                    p50, p99 = percentile(lat, 0.5) * 1e6, percentile(lat, 0.99) * 1e6
+                    fig.add(rate, p50_us=p50, p99_us=p99)
                 fig.extra["unacked_commits"] = unacked
                 figs[writers] = fig
                 log(
                     f"hakit sync {writers} writer(s): {fig.median:,.0f} txn/s "
-                    f"p50 {fig.extra['p50_us']:.0f} us {fig.samples}"
+                    f"p50 {fig.side('p50_us'):.0f} us {fig.samples}"
                 )
             figs[writer_counts[-1]].extra["verified"] = await _verify(master, [proc])
     return figs
@@ -207,44 +199,49 @@ async def initial_sync(cfg: Config) -> Figure:
     """
     keys = cfg.snapshot_keys
     fig = Figure("s", extra={"keys": keys})
-    replica_loaded: list[float] = []
-    master_side: list[float] = []
+    verified = True
     async with hakit.open_node("master", address="127.0.0.1:0") as master:
         t = now()
         await build_master(master, keys)
         master.set_master_params(MasterParams())
         log(f"hakit initial sync: built {keys:,} keys in {now() - t:.2f} s (not timed)")
-        verified = True
-        for rep in range(cfg.reps + 1):  # the first one warms up
-            async with _proc.child("replica", f"f{rep}") as proc:
+        attempt = 0
+
+        async def once() -> tuple[float, dict[str, float]]:
+            nonlocal attempt, verified
+            attempt += 1
+            name = f"f{attempt}"
+            side: dict[str, float] = {}
+            async with _proc.child("replica", name) as proc:
                 res = await attach(master, proc)
                 await proc.send("STATS")
                 stats = await proc.expect("stats")
                 verified = verified and stats["keys"] == keys and stats["txid"] == master.txid
-                if rep:
-                    fig.add(res.t_end - res.t0)
-                    loaded = stats["times"].get("db_load_ok")
-                    if loaded is not None:
-                        replica_loaded.append(loaded - res.t0)
-                    connected = [
-                        e.time
-                        for e in master.events
-                        if isinstance(e, hakit.Connected) and e.peer == f"f{rep}"
-                    ]
-                    synced = [
-                        e.time
-                        for e in master.events
-                        if isinstance(e, hakit.ReplicaSynced) and e.replica == f"f{rep}"
-                    ]
-                    if connected and synced:  # trio clock, same process: comparable
-                        master_side.append(synced[-1] - connected[-1])
+                loaded = stats["times"].get("db_load_ok")
+                if loaded is not None:
+                    side["replica_db_load_ok_s"] = loaded - res.t0
+                # Both are the master's trio clock (same process), so they subtract.
+                connected = [
+                    e.time
+                    for e in master.events
+                    if isinstance(e, hakit.Connected) and e.peer == name
+                ]
+                synced = [
+                    e.time
+                    for e in master.events
+                    if isinstance(e, hakit.ReplicaSynced) and e.replica == name
+                ]
+                if connected and synced:
+                    side["master_connected_to_synced_s"] = synced[-1] - connected[-1]
             await _wait_detached(master)
+            return res.t_end - res.t0, side
+
+        await once()  # warm-up
+        async for _ in repetitions(fig, cfg.reps):
+            value, side = await once()
+            fig.add(value, **side)
     fig.extra["keys_per_s"] = keys / fig.median
     fig.extra["verified"] = verified
-    if replica_loaded:
-        fig.extra["replica_db_load_ok_s"] = sorted(replica_loaded)[len(replica_loaded) // 2]
-    if master_side:
-        fig.extra["master_connected_to_synced_s"] = sorted(master_side)[len(master_side) // 2]
     log(f"hakit initial sync {keys:,} keys: {fig.median:.3f} s {fig.samples}")
     return fig
 
@@ -258,13 +255,16 @@ async def force_master(cfg: Config, keys: int = 1000) -> Figure:
     the same start instant, so neither runs on a cold vCPU.
     """
     fig = Figure("ms", extra={"keys": keys})
-    promoted: list[float] = []
     ok = True
-    for rep in range(cfg.handover_reps + 1):  # the first one warms up
-        async with hakit.open_node(f"old{rep}", address="127.0.0.1:0") as master:
+    attempt = 0
+
+    async def once() -> tuple[float, float]:
+        nonlocal attempt, ok
+        attempt += 1
+        async with hakit.open_node(f"old{attempt}", address="127.0.0.1:0") as master:
             await build_master(master, keys)
             master.set_master_params(MasterParams())
-            async with _proc.child("replica", f"new{rep}") as proc:
+            async with _proc.child("replica", f"new{attempt}") as proc:
                 await attach(master, proc)
                 for i in range(10):  # a few acknowledged writes: the replica is caught up
                     async with master.transaction() as tx:
@@ -280,10 +280,13 @@ async def force_master(cfg: Config, keys: int = 1000) -> Figure:
                 report = await proc.expect("force")
                 ok = ok and report["reason"] == "BECOMES_MASTER" and report["role"] == "master"
                 ok = ok and master.role is hakit.Role.STANDALONE
-                if rep:
-                    fig.add((report["t_write"] - report["t0"]) * 1e3)
-                    promoted.append((report["t_promoted"] - report["t0"]) * 1e3)
-    fig.extra["attach_returned_ms"] = sorted(promoted)[len(promoted) // 2]
+        total = (report["t_write"] - report["t0"]) * 1e3
+        return total, (report["t_promoted"] - report["t0"]) * 1e3
+
+    await once()  # warm-up
+    async for _ in repetitions(fig, cfg.handover_reps):
+        total, promoted = await once()
+        fig.add(total, attach_returned_ms=promoted)
     fig.extra["verified"] = ok
     log(f"hakit force master: {fig.median:.3f} ms to first write {fig.samples}")
     return fig

@@ -11,11 +11,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from ._load import BUSY
 from ._util import Figure, median_of
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
-#: Other processes using this many CPUs (of 2) during a figure make it suspect.
-BUSY = 0.15
 
 HEADER = """\
 # hakit benchmark results
@@ -73,7 +72,7 @@ Appended by `make bench` (`.venv/bin/python -m bench`); newest run last. A `--qu
   not the perf-anchors' unit, compare it between runs only) is sampled before every
   scenario; a low value flags a slow moment.
 * **Shared machine.** Other processes (a test run...) on the two vCPUs wreck these figures.
-  Before each step the benchmark waits (up to 20 s, `--quiet-wait`) until other processes
+  Before each step the benchmark waits (up to 15 s, `--quiet-wait`) until other processes
   use less than 0.15 CPUs, and it records what they used during each figure
   (`foreign_cpus`, from /proc/stat minus the benchmark's own processes; `steal_cpus` is the
   hypervisor's). A goal row measured while they used >= 0.15 CPUs is flagged "busy machine".
@@ -126,9 +125,17 @@ class Goal:
 
     @property
     def foreign_cpus(self) -> float:
-        """The most CPU other processes used while this figure or its ceiling ran."""
-        figs = [self.figure, self.ceiling_figure]
-        return max((f.extra.get("foreign_cpus", 0.0) for f in figs if f is not None), default=0.0)
+        """Other processes' CPU use while this figure or its ceiling was measured: the
+        larger median over their repetitions (or over the whole step, if not recorded)."""
+        values = [0.0]
+        for fig in (self.figure, self.ceiling_figure):
+            if fig is None:
+                continue
+            value = fig.side("foreign_cpus")
+            if value != value:
+                value = fig.extra.get("step_foreign_cpus", 0.0)
+            values.append(value)
+        return max(values)
 
     @property
     def busy(self) -> bool:
@@ -179,8 +186,8 @@ def goals(results: dict[str, Any], snapshot_keys: int) -> list[Goal]:
     ) -> None:
         f = fig(measured_key)
         c = fig(ceiling_key)
-        measured = float("nan") if f is None else (f.extra[extra] if extra else f.median)
-        ceiling = None if c is None else (c.extra[extra] if extra else c.median)
+        measured = float("nan") if f is None else (f.side(extra) if extra else f.median)
+        ceiling = None if c is None else (c.side(extra) if extra else c.median)
         out.append(Goal(key, title, target, higher, unit, measured, f, ceiling, what, c))
 
     add(
@@ -302,7 +309,7 @@ def summary(
     wall: float,
 ) -> dict[str, Any]:
     info = dict(info)
-    info["ref_cpu_ops_s"] = (
+    info["ref_cpu_loops_s"] = (
         {
             "median": round(median_of(ref)),
             "min": round(min(ref)),
@@ -346,7 +353,12 @@ def _spread(fig: Figure | None, key: str | None = None) -> str:
     return f"{_fmt(min(fig.samples))}-{_fmt(max(fig.samples))} (n={len(fig.samples)})"
 
 
-_CEILING_TITLES = {
+_TITLES = {
+    "hakit_async_2": "hakit async commit, 2 replicas (applied on both)",
+    "hakit_sync_1": "hakit sync commit, 1 replica, 1 writer",
+    "hakit_sync_16": "hakit sync commit, 1 replica, 16 writers",
+    "hakit_initial_sync": "hakit full initial sync",
+    "hakit_force_master": "hakit force master to first write",
     "ceiling_oneway_1": "one-way batched frames, 1 receiver process",
     "ceiling_oneway_2": "one-way batched frames, 2 receiver processes",
     "ceiling_rpc_1": "request/response, 1 outstanding",
@@ -375,9 +387,10 @@ def markdown(data: dict[str, Any], results: dict[str, Any], goal_list: list[Goal
         spread = (
             _spread(g.figure)
             if extra is None
-            else (f"p99 {_fmt(g.figure.extra.get('p99_us'))}" if g.figure else "n/a")
+            else (f"p99 {_fmt(g.figure.side('p99_us'))}" if g.figure else "n/a")
         )
-        ceiling = f"{_fmt(g.ceiling, g.unit)} ({g.ceiling_what})"
+        unit = g.ceiling_figure.unit if g.ceiling_figure and g.key != "sync1_p50" else g.unit
+        ceiling = f"{_fmt(g.ceiling, unit)} ({g.ceiling_what})"
         cmp = ">=" if g.higher_is_better else "<="
         busy = f" (busy machine: {g.foreign_cpus:.2f} foreign CPUs)" if g.busy else ""
         lines.append(
@@ -385,13 +398,16 @@ def markdown(data: dict[str, Any], results: dict[str, Any], goal_list: list[Goal
             f"| {ceiling} | {_fmt(g.ratio_to_ceiling)} | {_fmt(g.ratio_to_goal)} "
             f"| {_verdict(g.passed)}{busy} |"
         )
-    lines += ["", "| ceiling / detail | median | min-max (n) | notes |", "|---|---|---|---|"]
+    lines += ["", "| figure | median | min-max (n) | notes |", "|---|---|---|---|"]
     for key, fig in results.items():
         if not isinstance(fig, Figure):
             continue
-        title = _CEILING_TITLES.get(key, key)
+        title = _TITLES.get(key, key)
+        skip = {"median", "min", "max", "n", "unit", "samples"}
         notes = ", ".join(
-            f"{k}={_fmt(v) if isinstance(v, float) else v}" for k, v in fig.extra.items()
+            f"{k}={_fmt(v) if isinstance(v, float) else v}"
+            for k, v in fig.to_json().items()
+            if k not in skip
         )
         lines.append(f"| {title} | {_fmt(fig.median, fig.unit)} | {_spread(fig)} | {notes} |")
     if data["errors"]:

@@ -63,18 +63,45 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
 
 @dataclass
 class Figure:
-    """One measured quantity over n repetitions; `median` is what is quoted."""
+    """One measured quantity over n repetitions; `median` is what is quoted.
+
+    Each repetition adds its value and, optionally, named side values (latency
+    percentiles...), reported as their median over the repetitions. `extra` holds facts
+    about the figure as a whole.
+    """
 
     unit: str
     samples: list[float] = field(default_factory=list)
+    per_rep: list[dict[str, float]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def add(self, value: float) -> None:
+    def add(self, value: float, **side: float) -> None:
         self.samples.append(value)
+        self.per_rep.append(side)
+
+    def drop_last(self) -> None:
+        self.samples.pop()
+        self.per_rep.pop()
 
     @property
     def median(self) -> float:
         return statistics.median(self.samples) if self.samples else float("nan")
+
+    def side(self, key: str) -> float:
+        """The median over repetitions of a side value (nan if none recorded it)."""
+        return median_of([rep[key] for rep in self.per_rep if key in rep])
+
+    def side_keys(self) -> list[str]:
+        keys: dict[str, None] = {}
+        for rep in self.per_rep:
+            keys.update(dict.fromkeys(rep))
+        return list(keys)
+
+    def get(self, key: str) -> Any:
+        """A side value's median, else a figure-wide extra, else None."""
+        if key in self.side_keys():
+            return self.side(key)
+        return self.extra.get(key)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -85,12 +112,19 @@ class Figure:
             "unit": self.unit,
             "samples": [_round(s) for s in self.samples],
         }
+        for key in self.side_keys():
+            out[key] = _round(self.side(key))
         out.update(self.extra)
         return out
 
 
-def _round(value: float) -> float:
-    if value != value or value in (float("inf"), float("-inf")):
+def _round(value: Any) -> Any:
+    """Round a float for the report; nan (nothing measured) becomes None (JSON null)."""
+    if not isinstance(value, float):
+        return value
+    if value != value:
+        return None
+    if value in (float("inf"), float("-inf")):
         return value
     if abs(value) >= 100:
         return round(value, 1)

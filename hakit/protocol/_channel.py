@@ -18,7 +18,7 @@ import enum
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from ._errors import (
     BufferSmallError,
@@ -32,7 +32,15 @@ from ._errors import (
     RemoteProtocolError,
     UnavailableError,
 )
-from ._messages import ChannelFail, ChannelHello, ChannelMsg, ChannelReply, Message
+from ._messages import (
+    ChannelFail,
+    ChannelHello,
+    ChannelMsg,
+    ChannelReply,
+    Kind,
+    Message,
+    parse_message,
+)
 
 #: The default timeout of a request, in seconds (Berkeley DB's
 #: ``DB_REPMGR_DEFAULT_CHANNEL_TIMEOUT``).
@@ -212,13 +220,48 @@ def check_request(msg: ChannelMsg) -> None:
         raise RemoteProtocolError(f"ChannelMsg: unknown flags {msg.flags:#x}")
     if msg.limit < 0:
         raise RemoteProtocolError(f"ChannelMsg: negative size limit {msg.limit}")
-    _check_wire_parts(msg.parts, "ChannelMsg")
+    for part in msg.parts:
+        if type(part) is not bytes:
+            raise RemoteProtocolError(f"ChannelMsg: a part is {type(part).__name__}, not bytes")
 
 
-def _check_wire_parts(parts: list[object], what: str) -> None:
-    for part in parts:
-        if not isinstance(part, bytes):
-            raise RemoteProtocolError(f"{what}: a part is {type(part).__name__}, not bytes")
+_MSG = int(Kind.CHANNEL_MSG)
+_REPLY = int(Kind.CHANNEL_REPLY)
+
+
+def parse_channel_message(value: Any) -> Message:
+    """`parse_message`, with a short path for the two per-request messages.
+
+    Requests and answers are most of a channel's frames; checking their fields inline
+    rather than through the generic field table saves about a microsecond each. Anything
+    else, or anything malformed, goes through `parse_message` and fails there as usual.
+
+    Raises:
+        RemoteProtocolError: the value is not a valid message.
+    """
+    if type(value) is list:
+        size = len(value)
+        if size == 6 and value[0] == _MSG:
+            _, generation, req_id, flags, limit, parts = value
+            if (
+                type(generation) is int
+                and generation >= 0
+                and type(req_id) is int
+                and type(flags) is int
+                and type(limit) is int
+                and type(parts) is list
+            ):
+                return ChannelMsg(generation, req_id, flags, limit, parts)
+        elif size == 4 and value[0] == _REPLY:
+            _, generation, req_id, parts = value
+            if (
+                type(generation) is int
+                and generation >= 0
+                and type(req_id) is int
+                and type(parts) is list
+            ):
+                return ChannelReply(generation, req_id, parts)
+    return parse_message(value)
 
 
 def decide_channel_hello(
@@ -428,11 +471,21 @@ class ChannelMachine:
         )
 
     def _on_reply(self, msg: ChannelReply) -> ChannelEvent:
-        _check_wire_parts(msg.parts, "ChannelReply")
+        parts: list[bytes] = msg.parts
+        for part in parts:
+            if type(part) is not bytes:
+                raise RemoteProtocolError(
+                    f"ChannelReply: a part is {type(part).__name__}, not bytes"
+                )
         pending = self._pending.pop(msg.req_id, None)
         if pending is None:
             return LateAnswer(msg.req_id)
-        parts: list[bytes] = msg.parts
+        flags = pending.flags
+        if flags & _MULTIPLE:
+            if not flags & _LIMIT:
+                return Answered(msg.req_id, parts)  # the common cases first, in few steps
+        elif len(parts) <= 1 and not flags & _LIMIT:
+            return Answered(msg.req_id, parts[0] if parts else b"")
         size = answer_size(parts)
         # The responder checks this before sending; a peer that does not is still held to it.
         if len(parts) > 1 and not pending.flags & _MULTIPLE:

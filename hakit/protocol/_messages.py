@@ -272,6 +272,12 @@ class ChannelMsg(Message):
     def to_wire(self) -> list[Any]:  # once per request: skip the generic field walk
         return [_CHANNEL_MSG, self.generation, self.req_id, self.flags, self.limit, self.parts]
 
+    def encode(self) -> bytes:  # once per request: frame it in place
+        payload = pack(
+            [_CHANNEL_MSG, self.generation, self.req_id, self.flags, self.limit, self.parts]
+        )
+        return len(payload).to_bytes(4, "big") + payload
+
 
 @dataclass(frozen=True, slots=True)
 class ChannelReply(Message):
@@ -283,6 +289,10 @@ class ChannelReply(Message):
 
     def to_wire(self) -> list[Any]:  # once per answer: skip the generic field walk
         return [_CHANNEL_REPLY, self.generation, self.req_id, self.parts]
+
+    def encode(self) -> bytes:  # once per answer: frame it in place
+        payload = pack([_CHANNEL_REPLY, self.generation, self.req_id, self.parts])
+        return len(payload).to_bytes(4, "big") + payload
 
 
 @dataclass(frozen=True, slots=True)

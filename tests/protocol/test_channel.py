@@ -56,7 +56,7 @@ def fail(req_id: int, code: ChannelFailCode, detail: str = "why") -> m.ChannelFa
     return m.ChannelFail(3, req_id, int(code), detail)
 
 
-# -- handshake ------------------------------------------------------------------------------
+# -- handshake ---------------------------------------------------------------------------------
 
 
 def test_handshake_opens_and_names_the_peer() -> None:
@@ -113,7 +113,7 @@ def test_unexpected_messages_on_an_open_connection() -> None:
         machine.receive(m.ChannelHello(0, "b", "hakit"))
 
 
-# -- requests and answers -----------------------------------------------------------------------
+# -- requests and answers ----------------------------------------------------------------------
 
 
 def test_requests_are_numbered_and_answers_matched_in_any_order() -> None:
@@ -220,7 +220,7 @@ def test_an_unknown_failure_code_is_still_an_error() -> None:
     assert "code 99" in str(event.error) and "from the future" in str(event.error)
 
 
-# -- time ----------------------------------------------------------------------------------------
+# -- time --------------------------------------------------------------------------------------
 
 
 def test_deadlines_expire_with_tick_and_late_answers_are_dropped() -> None:
@@ -264,7 +264,7 @@ def test_request_needs_a_positive_timeout() -> None:
             machine.request([b"q"], now=0.0, timeout=bad)
 
 
-# -- connection loss ------------------------------------------------------------------------------
+# -- connection loss ---------------------------------------------------------------------------
 
 
 def test_connection_lost_fails_every_waiting_request() -> None:
@@ -291,7 +291,7 @@ def test_refusal_of_an_open_connection_fails_its_requests() -> None:
     assert isinstance(events[1].error, UnavailableError)
 
 
-# -- argument checks shared with the runtime ---------------------------------------------------------
+# -- argument checks shared with the runtime ---------------------------------------------------
 
 
 def test_to_parts() -> None:
@@ -336,7 +336,7 @@ def test_check_answer_is_the_responders_local_check() -> None:
     with pytest.raises(InvalidArgumentError, match="2 parts but the request accepts one"):
         check_answer([b"a", b"b"], 0, 0)
     check_answer([b"abc"], int(ChannelFlags.LIMIT), 3)
-    with pytest.raises(InvalidArgumentError, match="4 bytes, more than .* of 3"):
+    with pytest.raises(InvalidArgumentError, match=r"4 bytes, more than .* of 3"):
         check_answer([b"ab", b"cd"], int(ChannelFlags.LIMIT | ChannelFlags.MULTIPLE), 3)
     check_answer([b"abcdef"], 0, 3)  # without the LIMIT flag the limit field means nothing
 
