@@ -304,9 +304,7 @@ def test_next_deadline() -> None:
     assert streaming_link(keepalive_interval=0.0).next_deadline == 105.0
     assert streaming_link(keepalive_interval=10.0).next_deadline == 105.0
     assert streaming_link(detach_timeout=0.0).next_deadline == 101.0
-    assert streaming_link(keepalive_interval=0.0, detach_timeout=0.0).next_deadline == float(
-        "inf"
-    )
+    assert streaming_link(keepalive_interval=0.0, detach_timeout=0.0).next_deadline == float("inf")
 
 
 def test_syncing_link_is_timed_by_initial_timeout_not_detach_timeout() -> None:
