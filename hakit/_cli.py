@@ -84,12 +84,15 @@ async def _replica(
 
 
 async def _show_new_events(nodes: Sequence[Node], seen: dict[str, int], narrator: Narrator) -> None:
+    """Print the events every node logged since the last call, merged in time order."""
     await trio.sleep(0.05)  # let the links settle so the events read in order
+    fresh: list[Event] = []
     for node in nodes:
         events = list(node.events)
-        for event in events[seen.get(node.name, 0) :]:
-            narrator.event(event)
+        fresh.extend(events[seen.get(node.name, 0) :])
         seen[node.name] = len(events)
+    for event in sorted(fresh, key=lambda event: event.time):  # stable: per-node order kept
+        narrator.event(event)
 
 
 def _answer_as(node: Node) -> Handler:

@@ -107,6 +107,7 @@ class _Session:
     def __init__(self) -> None:
         self._scope = trio.CancelScope()
         self.request: StopReason | None = None
+        self.detail = ""
         self.master: str | None = None
         self.master_address: str | None = None
 
@@ -117,9 +118,10 @@ class _Session:
             self._scope.cancel()
         return self._scope
 
-    def interrupt(self, reason: StopReason) -> None:
+    def interrupt(self, reason: StopReason, detail: str) -> None:
         if self.request is None:
             self.request = reason
+            self.detail = detail
         self._scope.cancel()
 
 
@@ -312,7 +314,7 @@ class Node:
             for link in list(self._links.values()):
                 link.abort(StopReason.MASTER_REQUESTED_DISCONNECT, "the master node is closing")
             if self._session is not None:
-                self._session.interrupt(StopReason.CANCELLED)
+                self._session.interrupt(StopReason.CANCELLED, "the node is closing")
             self._nursery.cancel_scope.cancel()
         await trio.lowlevel.checkpoint()
 
@@ -1021,7 +1023,7 @@ class Node:
                     ) from None  # fmt: skip
             if session.request is not None:
                 return self._replica_stopped(
-                    params, session.request, "stopped while connecting", None
+                    params, session.request, f"{session.detail} while connecting", None
                 )
             events = self._feed(machine, values)
             first = events[0] if events else None
@@ -1090,7 +1092,7 @@ class Node:
                 await self._close_replica_link(machine, framed, session)
         # A stop requested from outside (replica_stop / cancel) lands here.
         reason = session.request or StopReason.CANCELLED
-        return self._replica_stopped(params, reason, "requested", session.master)
+        return self._replica_stopped(params, reason, session.detail, session.master)
 
     async def _close_replica_link(
         self, machine: ReplicaMachine, framed: FramedStream, session: _Session
@@ -1227,7 +1229,7 @@ class Node:
         """
         if self._session is None:
             raise LocalProtocolError(f"node {self.name!r} is not attached to a master")
-        self._session.interrupt(StopReason.STOPPED_BY_LOCAL_REQUEST)
+        self._session.interrupt(StopReason.STOPPED_BY_LOCAL_REQUEST, "replica_stop() was called")
 
     def cancel(self) -> None:
         """Interrupt replication at once; `attach_master` returns `CANCELLED`.
@@ -1237,7 +1239,7 @@ class Node:
         """
         if self._session is None:
             raise LocalProtocolError(f"node {self.name!r} is not attached to a master")
-        self._session.interrupt(StopReason.CANCELLED)
+        self._session.interrupt(StopReason.CANCELLED, "cancel() was called")
 
     async def _serve_cancel(self, framed: FramedStream, msg: m.Cancel) -> None:
         session = self._session
@@ -1247,7 +1249,7 @@ class Node:
             self._refuse("cancel request", detail)
             reply = m.Reject(self.generation, int(StopReason.CANCELLED), detail)
         else:
-            session.interrupt(StopReason.CANCELLED)
+            session.interrupt(StopReason.CANCELLED, "a cancel request came to the cancel point")
             reply = m.Bye(self.generation, int(StopReason.CANCELLED), "cancelled")
         await self._send_and_close(framed, reply.encode())
 
