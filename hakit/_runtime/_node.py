@@ -86,15 +86,17 @@ _DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 class _PendingCommit:
     """A synchronous commit waiting for acknowledgements."""
 
-    __slots__ = ("acked", "detached", "done", "needed", "required", "txid")
+    __slots__ = ("acked", "deadline", "detached", "done", "error", "needed", "required", "txid")
 
-    def __init__(self, txid: int, required: set[str], needed: int) -> None:
+    def __init__(self, txid: int, required: set[str], needed: int, deadline: float) -> None:
         self.txid = txid
         self.required = required
         self.needed = needed
+        self.deadline = deadline
         self.acked: list[str] = []
         self.detached: list[str] = []
         self.done = trio.Event()
+        self.error: Exception | None = None
 
     def check(self) -> None:
         if len(self.acked) >= min(self.needed, len(self.acked) + len(self.required)):
@@ -216,6 +218,7 @@ class Node:
         self._links: dict[str, ReplicaLink] = {}
         self._log: deque[tuple[int, int, bytes]] = deque(maxlen=_REPLICA_LOG_LENGTH)
         self._pending: deque[_PendingCommit] = deque()
+        self._pending_added = trio.Event()
         self._pause_link: ReplicaLink | None = None
         self._static_loads = 0
         self._unpaused = trio.Event()
@@ -295,6 +298,7 @@ class Node:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                nursery.start_soon(self._ack_watchdog)
                 task_status.started()
                 await trio.sleep_forever()
         finally:
@@ -788,7 +792,7 @@ class Node:
 
     async def _commit(self, ops: list[list[Any]]) -> CommitResult:
         await trio.lowlevel.checkpoint_if_cancelled()
-        self._check_writable()
+        self._check_writable()  # again: the role may have changed since the block began
         while not self._unpaused.is_set():
             await self._unpaused.wait()
             self._check_writable()
@@ -856,26 +860,19 @@ class Node:
             AckPolicy.QUORUM: len(required) // 2 + 1,
             AckPolicy.ONE: 1,
         }[policy]
-        pending = _PendingCommit(txid, required, needed)
+        deadline = self._now() + (params.synch_timeout or math.inf)
+        pending = _PendingCommit(txid, required, needed, deadline)
         pending.check()
         if pending.done.is_set():  # no replica counts yet (all still loading, or policy)
             await trio.lowlevel.checkpoint()
             return CommitResult(txid, generation)
+        # No cancel scope per commit: the acknowledgement watchdog enforces synch_timeout for
+        # every waiting commit at once (a scope costs more than the rest of a commit's wait).
         self._pending.append(pending)
-        with trio.move_on_after(params.synch_timeout or math.inf):
-            await pending.done.wait()
-        if not pending.done.is_set():
-            for name in sorted(pending.required):
-                link = self._links.get(name)
-                if link is not None:
-                    link.abort(
-                        StopReason.CONNECTION_ABORTED,
-                        f"no acknowledgement of txid {txid} within {params.synch_timeout:g} s "
-                        "(synch_timeout)",
-                    )
-                    self._drop_link(link)
-            pending.required.clear()
-            pending.done.set()
+        self._pending_added.set()
+        await pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
         if self._role is not Role.MASTER and self._killed is None:
             # Stepped down as stale: a newer master exists that may not hold this transaction.
             self._commit_failures += 1
@@ -885,10 +882,44 @@ class Node:
             )
         return CommitResult(txid, generation, tuple(pending.acked), tuple(pending.detached))
 
+    async def _ack_watchdog(self) -> None:
+        """Detach replicas that leave a synchronous commit unacknowledged past synch_timeout.
+
+        Waiting commits are in txid order, so their deadlines are too (for a given
+        synch_timeout): sleeping until the oldest one's deadline is enough.
+        """
+        while True:
+            while not self._pending:
+                await self._pending_added.wait()
+                self._pending_added = trio.Event()
+            oldest = self._pending[0]
+            await trio.sleep_until(oldest.deadline)
+            now = self._now()
+            for pending in list(self._pending):
+                if pending.deadline > now:
+                    break
+                if pending.done.is_set():
+                    continue
+                for name in sorted(pending.required):
+                    link = self._links.get(name)
+                    if link is not None:
+                        params = self._master_params
+                        timeout = params.synch_timeout if params else 0.0
+                        link.abort(
+                            StopReason.CONNECTION_ABORTED,
+                            f"no acknowledgement of txid {pending.txid} within {timeout:g} s "
+                            "(synch_timeout)",
+                        )
+                pending.required.clear()
+                pending.done.set()
+            while self._pending and self._pending[0].done.is_set():
+                self._pending.popleft()
+
     def _fail_all_pending(self, error: Exception) -> None:
         for pending in self._pending:
-            pending.required.clear()
-            pending.done.set()
+            if not pending.done.is_set():
+                pending.error = error
+                pending.done.set()
         self._pending.clear()
 
     # -- replica side --------------------------------------------------------------------------

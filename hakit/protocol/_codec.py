@@ -20,9 +20,14 @@ DEFAULT_MAX_FRAME_SIZE = 16 * 1024 * 1024
 _PREFIX = 4
 
 
+#: One reusable packer: `Packer.pack` is about 3x cheaper than `msgpack.packb`, which builds a
+#: new packer per call. It resets itself after every value, and after an error too.
+_pack = msgpack.Packer(use_bin_type=True).pack
+
+
 def pack(value: Any) -> bytes:
     """Encode one value as msgpack (bytes stay bin, str stays str)."""
-    return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
+    return _pack(value)  # type: ignore[no-any-return]
 
 
 def frame(payload: bytes) -> bytes:

@@ -136,3 +136,28 @@ async def test_commits_racing_force_master_never_falsely_succeed(
     await wait_until(lambda: r2.txid == r1.txid)
     assert dict(r2.items()) == dict(r1.items())
     assert not run2.done.is_set()
+
+
+async def test_commit_waiting_for_acks_reports_the_detach_when_the_master_closes(
+    autojump_clock: MockClock, nursery: trio.Nursery
+) -> None:
+    async with hakit.open_cluster(seed=1) as cluster:
+        master = await cluster.add_node("m")
+        master.set_master_params(MasterParams(synch_timeout=10))
+        replica = await cluster.add_node("r1")
+        run_attach(nursery, replica, "mem:m")
+        await master.attach_replica(timeout=5)
+        cluster.network.hold("m", "r1")
+        results: list[hakit.CommitResult] = []
+
+        async def write() -> None:
+            results.append(await commit(master, a=1))
+
+        nursery.start_soon(write)
+        await trio.sleep(1)
+        await master.aclose()
+        await wait_until(lambda: bool(results))
+        # Committed on the master, acknowledged by nobody: the result says so plainly.
+        assert results[0].acked == ()
+        assert results[0].detached == ("r1",)
+        assert trio.current_time() < 5  # not left waiting for synch_timeout
