@@ -10,7 +10,8 @@ runtime calls it from its event loop.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, Protocol
+from types import TracebackType
+from typing import Any, Protocol, Self
 
 #: A key: ``str`` or ``bytes`` (distinct: ``"a"`` and ``b"a"`` are two keys).
 Key = str | bytes
@@ -108,3 +109,92 @@ class Storage(Protocol):
     def close(self) -> None:
         """Flush and release resources."""
         ...
+
+
+def check_counter(name: str, value: object) -> int:
+    """Return `value` if it is a non-negative int (bool excluded), else raise."""
+    if type(value) is not int:
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return value
+
+
+class SnapshotBase:
+    """What every backend's snapshot shares: argument checks and ``with`` support.
+
+    A subclass sets `txid`, `last_generation` and `count`, and implements `_open_chunks`
+    (the walk itself), `closed` and `close`.
+    """
+
+    __slots__ = ()
+
+    txid: int
+    last_generation: int
+    count: int
+
+    @property
+    def closed(self) -> bool:
+        """Whether `close` was called."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the view; idempotent."""
+        raise NotImplementedError
+
+    def _open_chunks(self, max_items: int) -> Iterator[list[Any]]:
+        raise NotImplementedError
+
+    def chunks(self, max_items: int) -> Iterator[list[Any]]:
+        """Yield the data as flat ``[k1, v1, k2, v2, ...]`` lists of at most `max_items` pairs.
+
+        Each call walks the whole view again from the start.
+
+        Args:
+            max_items: The most pairs per chunk (at least 1).
+
+        Yields:
+            Non-empty flat lists; together they hold every pair exactly once.
+
+        Raises:
+            ValueError: `max_items` is below 1, or the snapshot is closed.
+        """
+        # Checked here, outside the generator, so that errors raise at the call.
+        if max_items < 1:
+            raise ValueError(f"max_items must be >= 1, got {max_items}")
+        if self.closed:
+            raise ValueError("snapshot is closed")
+        return self._open_chunks(max_items)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class LoaderBase:
+    """What every backend's loader shares: leaving a ``with`` block uncommitted discards."""
+
+    __slots__ = ()
+
+    def abort(self) -> None:
+        """Discard the staged data; idempotent."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # Leaving the block without a commit (an exception, a forgotten commit) discards.
+        self.abort()

@@ -4,23 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from itertools import chain, islice
-from types import TracebackType
 from typing import Any
 
-from ._base import DELETE, PUT, Entry, Key
+from ._base import DELETE, PUT, Entry, Key, LoaderBase, SnapshotBase, check_counter
 
 # Exact types, not isinstance: the check sits on the hot path, and ops decoded from the wire
 # are always plain str/bytes, so a subclass here is a caller bug worth reporting.
 _KEY_TYPES = frozenset((str, bytes))
-
-
-def _check_counter(name: str, value: object) -> int:
-    """Return `value` if it is a non-negative int (bool excluded), else raise."""
-    if type(value) is not int:
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
-    return value
 
 
 class MemoryStorage:
@@ -72,7 +62,7 @@ class MemoryStorage:
             TypeError: `generation` is not an int.
             RuntimeError: A load is in progress.
         """
-        _check_counter("generation", generation)
+        check_counter("generation", generation)
         if generation < self._generation:
             raise ValueError(
                 f"generation cannot go down: {generation} < current {self._generation}"
@@ -190,7 +180,7 @@ class MemoryStorage:
             raise RuntimeError("a load is in progress; commit or abort it first")
 
 
-class _MemorySnapshot:
+class _MemorySnapshot(SnapshotBase):
     """A point-in-time copy of a `MemoryStorage`, read in chunks.
 
     Attributes:
@@ -211,40 +201,17 @@ class _MemorySnapshot:
         state = "closed" if self._data is None else f"count={self.count}"
         return f"<MemorySnapshot txid={self.txid} {state}>"
 
-    def __enter__(self) -> _MemorySnapshot:
-        return self
+    @property
+    def closed(self) -> bool:
+        """Whether `close` was called."""
+        return self._data is None
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def chunks(self, max_items: int) -> Iterator[list[Any]]:
-        """Yield the data as flat ``[k1, v1, k2, v2, ...]`` lists of at most `max_items` pairs.
-
-        Each call walks the whole view again from the start.
-
-        Args:
-            max_items: The most pairs per chunk (at least 1).
-
-        Yields:
-            Non-empty flat lists; together they hold every pair exactly once.
-
-        Raises:
-            ValueError: `max_items` is below 1, or the snapshot is closed.
-        """
-        if max_items < 1:
-            raise ValueError(f"max_items must be >= 1, got {max_items}")
-        if self._data is None:
-            raise ValueError("snapshot is closed")
+    def _open_chunks(self, max_items: int) -> Iterator[list[Any]]:
+        assert self._data is not None
         return self._chunks(self._data, max_items)
 
     @staticmethod
     def _chunks(data: dict[Key, Any], max_items: int) -> Iterator[list[Any]]:
-        # A separate generator so argument errors raise at the call, not at the first next().
         pairs = iter(data.items())
         while chunk := list(chain.from_iterable(islice(pairs, max_items))):
             yield chunk
@@ -254,7 +221,7 @@ class _MemorySnapshot:
         self._data = None
 
 
-class _MemoryLoader:
+class _MemoryLoader(LoaderBase):
     """Stages a full load into a new dict; `commit` swaps it in."""
 
     __slots__ = ("_staging", "_storage")
@@ -262,18 +229,6 @@ class _MemoryLoader:
     def __init__(self, storage: MemoryStorage) -> None:
         self._storage: MemoryStorage | None = storage
         self._staging: dict[Key, Any] = {}
-
-    def __enter__(self) -> _MemoryLoader:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        # Leaving the block without a commit (an exception, a forgotten commit) discards.
-        self.abort()
 
     def add(self, items: list[Any]) -> None:
         """Stage a flat ``[k1, v1, ...]`` chunk; a repeated key keeps its last value.
@@ -311,9 +266,9 @@ class _MemoryLoader:
         """
         storage = self._live()
         try:
-            _check_counter("txid", txid)
-            _check_counter("last_generation", last_generation)
-            _check_counter("generation", generation)
+            check_counter("txid", txid)
+            check_counter("last_generation", last_generation)
+            check_counter("generation", generation)
             if generation < storage.generation:
                 raise ValueError(
                     f"generation cannot go down: {generation} < current {storage.generation}"

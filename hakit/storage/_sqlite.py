@@ -25,7 +25,7 @@ from typing import Any
 
 import msgpack
 
-from ._base import DELETE, PUT, Entry, Key
+from ._base import DELETE, PUT, Entry, Key, LoaderBase, SnapshotBase, check_counter
 
 _SCHEMA_VERSION = 1
 _KEY_TYPES = frozenset((str, bytes))
@@ -38,15 +38,6 @@ _DELETE_SQL = "DELETE FROM kv WHERE k = ?"
 
 # strict_map_key=False: values may be maps with int (or other non-str) keys.
 _unpack = partial(msgpack.unpackb, raw=False, strict_map_key=False)
-
-
-def _check_counter(name: str, value: object) -> int:
-    """Return `value` if it is a non-negative int (bool excluded), else raise."""
-    if type(value) is not int:
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
-    return value
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -193,7 +184,7 @@ class SqliteStorage:
             TypeError: `generation` is not an int.
             RuntimeError: A load is in progress.
         """
-        _check_counter("generation", generation)
+        check_counter("generation", generation)
         if generation < self._generation:
             raise ValueError(
                 f"generation cannot go down: {generation} < current {self._generation}"
@@ -374,7 +365,7 @@ class SqliteStorage:
         return conn
 
 
-class _SqliteSnapshot:
+class _SqliteSnapshot(SnapshotBase):
     """A read transaction on its own connection: a consistent view while writes continue.
 
     Attributes:
@@ -407,40 +398,17 @@ class _SqliteSnapshot:
         state = "closed" if self._conn is None else f"count={self.count}"
         return f"<SqliteSnapshot txid={self.txid} {state}>"
 
-    def __enter__(self) -> _SqliteSnapshot:
-        return self
+    @property
+    def closed(self) -> bool:
+        """Whether `close` was called."""
+        return self._conn is None
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def chunks(self, max_items: int) -> Iterator[list[Any]]:
-        """Yield the data as flat ``[k1, v1, k2, v2, ...]`` lists of at most `max_items` pairs.
-
-        Each call walks the whole view again from the start.
-
-        Args:
-            max_items: The most pairs per chunk (at least 1).
-
-        Yields:
-            Non-empty flat lists; together they hold every pair exactly once.
-
-        Raises:
-            ValueError: `max_items` is below 1, or the snapshot is closed.
-        """
-        if max_items < 1:
-            raise ValueError(f"max_items must be >= 1, got {max_items}")
-        if self._conn is None:
-            raise ValueError("snapshot is closed")
+    def _open_chunks(self, max_items: int) -> Iterator[list[Any]]:
+        assert self._conn is not None
         return self._chunks(self._conn, max_items)
 
     @staticmethod
     def _chunks(conn: sqlite3.Connection, max_items: int) -> Iterator[list[Any]]:
-        # A separate generator so argument errors raise at the call, not at the first next().
         cursor = conn.execute("SELECT k, v FROM kv")
         try:
             while rows := cursor.fetchmany(max_items):
@@ -458,7 +426,7 @@ class _SqliteSnapshot:
             conn.close()  # closing discards the read transaction
 
 
-class _SqliteLoader:
+class _SqliteLoader(LoaderBase):
     """A full load: one write transaction on its own connection, committed by `commit`."""
 
     def __init__(self, storage: SqliteStorage) -> None:
@@ -474,18 +442,6 @@ class _SqliteLoader:
         self._conn: sqlite3.Connection | None = conn
         self._storage = storage
         self._pack = msgpack.Packer(use_bin_type=True).pack
-
-    def __enter__(self) -> _SqliteLoader:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        # Leaving the block without a commit (an exception, a forgotten commit) discards.
-        self.abort()
 
     def add(self, items: list[Any]) -> None:
         """Stage a flat ``[k1, v1, ...]`` chunk; a repeated key keeps its last value.
@@ -530,9 +486,9 @@ class _SqliteLoader:
         conn = self._live()
         storage = self._storage
         try:
-            _check_counter("txid", txid)
-            _check_counter("last_generation", last_generation)
-            _check_counter("generation", generation)
+            check_counter("txid", txid)
+            check_counter("last_generation", last_generation)
+            check_counter("generation", generation)
             if generation < storage.generation:
                 raise ValueError(
                     f"generation cannot go down: {generation} < current {storage.generation}"
