@@ -39,7 +39,7 @@ from ..protocol import (
 from ..protocol import _master as mm
 from ..protocol import _messages as m
 from ..protocol import _replica as rm
-from ..protocol._codec import DEFAULT_MAX_FRAME_SIZE
+from ..protocol._codec import DEFAULT_MAX_FRAME_SIZE, pack
 from ..storage import DELETE, PUT, Key, Loader, MemoryStorage, Storage
 from ..transports import FramedStream, SimulatedNetwork, connect, open_listener, parse_address
 from ._channels import Channel, ChannelManager, Handler, _Eid  # message channels (hook)
@@ -216,7 +216,10 @@ class Node:
         # master state
         self._master_params: MasterParams | None = None
         self._links: dict[str, ReplicaLink] = {}
-        self._log: deque[tuple[int, int, bytes]] = deque(maxlen=_REPLICA_LOG_LENGTH)
+        # Recent transactions for incremental resync: (txid, generation, entry). A master keeps
+        # the entry packed, as it is sent; a replica keeps the decoded entry it applied and
+        # packs it only if it becomes a master and a follower needs it.
+        self._log: deque[tuple[int, int, bytes | m.Entry]] = deque(maxlen=_REPLICA_LOG_LENGTH)
         self._pending: deque[_PendingCommit] = deque()
         self._pending_added = trio.Event()
         self._pause_link: ReplicaLink | None = None
@@ -505,8 +508,8 @@ class Node:
                 self._unpaused = trio.Event()
         elif sync is SyncKind.INCREMENTAL:
             first = self._log[0][0] if self._log else self.txid + 1
-            for txid, _generation, packed in list(self._log)[hello.txid + 1 - first :]:
-                link.push_entry(txid, packed)
+            for txid, _generation, entry in list(self._log)[hello.txid + 1 - first :]:
+                link.push_entry(txid, entry if isinstance(entry, bytes) else pack(entry))
         # From here on every commit reaches this link: no await since the snapshot was taken.
         self._links[hello.node] = link
         self._record(Connected(now, self.name, hello.node, hello.address))
@@ -1206,13 +1209,12 @@ class Node:
         log = self._log
         if callback is None:
             self.storage.apply(entries)
-            for entry in entries:
-                log.append((entry[0], entry[1], b""))
+            log.extend([(entry[0], entry[1], entry) for entry in entries])
             self._applied += len(entries)
             return None
         for entry in entries:
             self.storage.apply([entry])
-            log.append((entry[0], entry[1], b""))
+            log.append((entry[0], entry[1], entry))
             self._applied += 1
             try:
                 callback(TransactionRecord(entry[0], entry[1], entry[2]))

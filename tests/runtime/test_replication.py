@@ -428,3 +428,26 @@ async def test_attach_master_bad_arguments(nodes: Nodes, clock: MockClock) -> No
         MasterParams(synch_timeout=-1)
     with pytest.raises(hakit.InvalidArgumentError):
         ReplicaParams(mode=ReplicaMode.ALLOW_CANCEL)
+
+
+async def test_replica_behind_resyncs_incrementally_from_a_promoted_master(
+    nodes: Nodes, clock: MockClock, nursery: trio.Nursery
+) -> None:
+    master, (r1, r2), (run1, run2) = await master_with_replicas(nodes, nursery, "r1", "r2")
+    await commit(master, a=1)
+    r2.replica_stop()
+    await run2.wait()
+    for i in range(5):  # r2 misses these; r1 applies them and keeps them in its log
+        await commit(master, **{f"k{i}": i})
+    r1.cancel()
+    await run1.wait()
+    force = ReplicaParams(mode=ReplicaMode.FORCE_MASTER)
+    assert await r1.attach_master(master.address, force) is StopReason.BECOMES_MASTER
+    run = run_attach(nursery, r2, r1.address)
+    info = await r1.attach_replica(timeout=5)
+    assert info.sync == "incremental"
+    assert dict(r2.items()) == dict(r1.items())
+    assert r2.txid == r1.txid == 6
+    assert (await commit(r1, b=2)).acked == ("r2",)
+    r2.cancel()
+    await run.wait()
