@@ -18,7 +18,7 @@ from typing import Any
 import trio
 
 from . import _ceiling, _load, _report
-from ._ceiling import Config
+from ._ceiling import MSG_WINDOW, Config
 from ._util import Figure, log, now, ref_cpu, spin
 
 FULL = Config(reps=3, duration=2.0, warmup=0.5, snapshot_keys=1_000_000, handover_reps=5)
@@ -26,6 +26,8 @@ QUICK = Config(reps=1, duration=0.4, warmup=0.2, snapshot_keys=100_000, handover
 
 Step = Callable[[], Awaitable[dict[str, Figure]]]
 BUSY = _load.BUSY
+#: ``--only`` names that stand for several steps (a hakit figure with its ceiling).
+GROUPS = {"channels": ("msg_rpc", "channel")}
 
 
 def _steps(cfg: Config, quick: bool) -> list[tuple[str, Step]]:
@@ -73,6 +75,20 @@ def _steps(cfg: Config, quick: bool) -> list[tuple[str, Step]]:
 
         return {"hakit_force_master": await force_master(cfg)}
 
+    async def msg_rpc() -> dict[str, Figure]:
+        shaped, one, window = await _ceiling.msg_rpc(cfg)
+        return {
+            "shaped_msg_rpc_1": shaped,
+            "ceiling_msg_rpc_1": one,
+            f"ceiling_msg_rpc_{MSG_WINDOW}": window,
+        }
+
+    async def channel() -> dict[str, Figure]:
+        from ._channels import requests
+
+        one, window = await requests(cfg)
+        return {"hakit_channel_1": one, f"hakit_channel_{MSG_WINDOW}": window}
+
     steps: list[tuple[str, Step]] = [
         ("oneway", oneway_2),
         ("async", async_2),
@@ -82,6 +98,8 @@ def _steps(cfg: Config, quick: bool) -> list[tuple[str, Step]]:
         ("initial_sync", full_sync),
         ("handover", handover),
         ("force", force),
+        ("msg_rpc", msg_rpc),
+        ("channel", channel),
     ]
     if not quick:
         steps.insert(0, ("oneway1", oneway_1))
@@ -120,6 +138,7 @@ async def _run(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    steps = [name for name, _ in _steps(FULL, quick=False)]
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, 1 repetition (<60 s)")
     parser.add_argument("--reps", type=int, help="timed repetitions per figure")
@@ -130,8 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         nargs="+",
         default=[],
         metavar="STEP",
-        help="run only these steps: oneway1 oneway async rpc sync snapshot "
-        "initial_sync handover force",
+        help=f"run only these steps: {' '.join(steps)}; or {', '.join(GROUPS)} "
+        "(a group of steps: the channel ceilings and figures)",
     )
     parser.add_argument(
         "--record", action="store_true", help="append to RESULTS.md even if --quick"
@@ -153,6 +172,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="total seconds a full run may spend waiting for quiet (default 90)",
     )
     args = parser.parse_args(argv)
+    unknown = [name for name in args.only if name not in steps and name not in GROUPS]
+    if unknown:
+        parser.error(f"unknown step(s) {' '.join(unknown)}; known: {' '.join([*steps, *GROUPS])}")
+    only = {step for name in args.only for step in GROUPS.get(name, (name,))}
 
     base = QUICK if args.quick else FULL
     cfg = Config(
@@ -173,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Waiting for a quiet machine is bounded over the whole run, so that `make bench` stays
     # within about 5 minutes on a machine that never goes quiet.
     _load.budget[0] = 0.0 if args.quick else max(quiet_wait, args.wait_budget)
-    results, errors, ref = trio.run(_run, cfg, args.quick, set(args.only), timeout, quiet_wait)
+    results, errors, ref = trio.run(_run, cfg, args.quick, only, timeout, quiet_wait)
     goal_list = _report.goals(results, cfg.snapshot_keys)
     data: dict[str, Any] = _report.summary(info, results, goal_list, errors, ref, now() - started)
     print(json.dumps(data, indent=2))

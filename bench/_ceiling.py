@@ -1,13 +1,17 @@
 """Ceilings: the same work over the same path with a bare trio framed-msgpack stream.
 
-Everything runs over TCP on 127.0.0.1 with the receiver in a separate process, with the same
-record hakit replicates: ``[txid, generation, [[0, key, value]]]``, a ``"k<n>"`` key and a
-100-byte value (about 120 bytes framed). No hakit code is involved.
+Everything runs over TCP on 127.0.0.1 with the receiver in a separate process. The
+replication ceilings move the same record hakit replicates:
+``[txid, generation, [[0, key, value]]]``, a ``"k<n>"`` key and a 100-byte value (about
+120 bytes framed); the message-channel ceilings send ``[id, payload]`` with a 100-byte
+payload and get the same value back. No hakit code is involved.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from itertools import chain, islice
 from typing import Any
 
@@ -16,7 +20,7 @@ import trio
 from . import _proc
 from ._frames import FrameReader, frame
 from ._load import repetitions
-from ._util import Figure, log, now, percentile, spin_until
+from ._util import Figure, latency_us, log, now, spin_until, yield_twice
 
 VALUE = b"x" * 100
 KEYSPACE = 100_000
@@ -27,6 +31,10 @@ RPC_WINDOW = 16
 #: Snapshot chunking, the same as hakit's (pairs per frame, frames per send).
 CHUNK_ITEMS = 2000
 CHUNKS_PER_SEND = 8
+#: A message channel request's payload (hakit's channel figures send the same).
+MSG_PAYLOAD = b"x" * 100
+#: Requests in flight in the windowed message ceiling and in hakit's 64-outstanding figure.
+MSG_WINDOW = 64
 
 
 @dataclass
@@ -97,22 +105,32 @@ async def oneway(cfg: Config, receivers: int) -> Figure:
     return fig
 
 
+Make = Callable[[int], bytes]
+#: One timed run of a request/response loop: (duration, last request id, latencies or None)
+#: -> (requests/s, new last request id).
+Once = Callable[[float, int, list[float] | None], Awaitable[tuple[float, int]]]
+
+
 async def _rpc_once(
     stream: trio.SocketStream,
     reader: FrameReader,
+    make: Make,
     duration: float,
     start: int,
     lat: list[float] | None,
 ) -> tuple[float, int]:
+    """1 outstanding: send request n, wait for its answer (whose first item is n)."""
     n = start
     t0 = now()
     deadline = t0 + duration
     while True:
         n += 1
         t = now()
-        await stream.send_all(_record(n))
-        await reader.receive()
+        await stream.send_all(make(n))
+        values = await reader.receive()
         t1 = now()
+        if values[0][0] != n:
+            raise RuntimeError(f"request {n} was answered with {values!r:.80}")
         if lat is not None:
             lat.append(t1 - t)
         if t1 >= deadline:
@@ -121,17 +139,25 @@ async def _rpc_once(
 
 
 async def _window_once(
-    stream: trio.SocketStream, reader: FrameReader, duration: float, start: int
+    stream: trio.SocketStream,
+    reader: FrameReader,
+    make: Make,
+    window: int,
+    duration: float,
+    start: int,
+    lat: list[float] | None,
 ) -> tuple[float, int]:
+    """`window` requests in flight from one task; each read's answers are replaced by as
+    many new requests in one ``send_all`` until the deadline, then the window drains."""
     n = start
     t0 = now()
     deadline = t0 + duration
     parts = []
-    for _ in range(RPC_WINDOW):
+    for _ in range(window):
         n += 1
-        parts.append(_record(n))
+        parts.append(make(n))
     await stream.send_all(b"".join(parts))
-    outstanding = RPC_WINDOW
+    outstanding = window
     while outstanding:
         answered = len(await reader.receive())
         outstanding -= answered
@@ -139,34 +165,111 @@ async def _window_once(
             parts = []
             for _ in range(answered):
                 n += 1
-                parts.append(_record(n))
+                parts.append(make(n))
             await stream.send_all(b"".join(parts))
             outstanding += answered
     return (n - start) / (now() - t0), n
 
 
+async def _shaped_once(
+    stream: trio.SocketStream,
+    reader: FrameReader,
+    make: Make,
+    duration: float,
+    start: int,
+    lat: list[float] | None,
+) -> tuple[float, int]:
+    """1 outstanding in the task shape of hakit's channels: a receiver task reads the
+    answers, wakes the caller waiting for each, and yields twice after each read."""
+    waiting: dict[int, trio.Event] = {}
+
+    async def receiver() -> None:
+        while True:
+            for value in await reader.receive():
+                waiting.pop(value[0]).set()
+            await yield_twice()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(receiver)
+        n = start
+        t0 = now()
+        deadline = t0 + duration
+        while True:
+            n += 1
+            t = now()
+            done = waiting[n] = trio.Event()
+            await stream.send_all(make(n))
+            await done.wait()
+            t1 = now()
+            if lat is not None:
+                lat.append(t1 - t)
+            if t1 >= deadline:
+                break
+        rate = (n - start) / (now() - t0)
+        nursery.cancel_scope.cancel()
+    return rate, n
+
+
+async def _measure(fig: Figure, cfg: Config, once: Once, n: int, latency: bool) -> int:
+    """An untimed warm-up, then `cfg.reps` timed repetitions of `once` into `fig` (with
+    latency percentiles if `latency`); return the last request id."""
+    _, n = await once(cfg.warmup, n, None)
+    async for _ in repetitions(fig, cfg.reps):
+        lat: list[float] | None = [] if latency else None
+        rate, n = await once(cfg.duration, n, lat)
+        fig.add(rate, **(latency_us(lat) if lat else {}))
+    return n
+
+
 async def rpc(cfg: Config) -> tuple[Figure, Figure]:
     """Request/response with 1 outstanding (rate, latency percentiles), and with a window of
-    `RPC_WINDOW` requests in flight from one task."""
+    `RPC_WINDOW` requests in flight from one task; the `echo` server answers ``[txid]``."""
     one = Figure("req/s")
     window = Figure("req/s", extra={"window": RPC_WINDOW})
     async with _proc.child("echo") as echo:
         stream = await _connect(echo.ready["address"])
         reader = FrameReader(stream)
         async with stream:
-            _, n = await _rpc_once(stream, reader, cfg.warmup, 0, None)
-            async for _ in repetitions(one, cfg.reps):
-                lat: list[float] = []
-                rate, n = await _rpc_once(stream, reader, cfg.duration, n, lat)
-                lat.sort()
-                one.add(rate, p50_us=percentile(lat, 0.5) * 1e6, p99_us=percentile(lat, 0.99) * 1e6)
-            _, n = await _window_once(stream, reader, cfg.warmup, n)
-            async for _ in repetitions(window, cfg.reps):
-                rate, n = await _window_once(stream, reader, cfg.duration, n)
-                window.add(rate)
+            n = await _measure(one, cfg, partial(_rpc_once, stream, reader, _record), 0, True)
+            once = partial(_window_once, stream, reader, _record, RPC_WINDOW)
+            await _measure(window, cfg, once, n, False)
     log(f"ceiling rpc 1-outstanding: {one.median:,.0f} req/s p50 {one.side('p50_us'):.0f} us")
     log(f"ceiling rpc window {RPC_WINDOW}: {window.median:,.0f} req/s")
     return one, window
+
+
+def _msg(n: int) -> bytes:
+    return frame([n, MSG_PAYLOAD])
+
+
+async def msg_rpc(cfg: Config) -> tuple[Figure, Figure, Figure]:
+    """The message-channel ceilings: ``[id, 100 B]`` requests echoed whole by a bare trio
+    server process (`msgecho`), and the same in hakit's channel task shape.
+
+    Returns (shaped, 1 outstanding, window of `MSG_WINDOW`), measured in that order so that
+    the two ceilings come right before the channel figures compared with them. Each
+    connection is opened before its figure's warm-up.
+    """
+    shaped = Figure("req/s", extra={"outstanding": 1})
+    one = Figure("req/s", extra={"outstanding": 1})
+    window = Figure("req/s", extra={"window": MSG_WINDOW})
+    async with _proc.children("msgecho", [["shaped"], ["plain"]]) as (shaped_srv, plain_srv):
+        stream = await _connect(shaped_srv.ready["address"])
+        async with stream:
+            once = partial(_shaped_once, stream, FrameReader(stream), _msg)
+            await _measure(shaped, cfg, once, 0, True)
+        stream = await _connect(plain_srv.ready["address"])
+        reader = FrameReader(stream)
+        async with stream:
+            n = await _measure(one, cfg, partial(_rpc_once, stream, reader, _msg), 0, True)
+            once = partial(_window_once, stream, reader, _msg, MSG_WINDOW)
+            await _measure(window, cfg, once, n, False)
+    shaped.extra["x_ceiling"] = round(shaped.median / one.median, 3)
+    log(
+        f"ceiling msg rpc 1-outstanding: {one.median:,.0f} req/s p50 {one.side('p50_us'):.0f} us;"
+        f" shaped {shaped.median:,.0f} req/s; window {MSG_WINDOW}: {window.median:,.0f} req/s"
+    )
+    return shaped, one, window
 
 
 def snapshot_data(keys: int) -> dict[Any, Any]:

@@ -10,6 +10,13 @@ Roles (the parent drives them over stdin/stdout, one JSON object per output line
   a dict from the flat chunks, acks the end, and reports its t0.
 * ``handrx``: ceiling handover client. On ``GO host port deadline`` it spins until the
   deadline, then connects and does three request/response round trips.
+* ``msgecho plain|shaped``: message-channel ceiling server. Answers each ``[id, payload]``
+  request with the same value, decoded and encoded again. ``plain``: all answers to one read
+  leave in one ``send_all``. ``shaped``: in the task shape of hakit's channel server, a task
+  per request sends its answer and the reader yields twice after each read (1 outstanding
+  only: two answers must not be sent at once).
+* ``responder``: a hakit node on 127.0.0.1 whose message handler answers every request with
+  the request's parts.
 * ``replica NAME``: a hakit node on 127.0.0.1 that attaches to a master on ``ATTACH addr``,
   stops on ``STOP``, reports on ``STATS``, and on ``FORCE addr deadline`` re-attaches with
   ``FORCE_MASTER`` and times the handover up to its first accepted write.
@@ -26,14 +33,17 @@ import signal
 import sys
 import traceback
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import trio
 
 from ._frames import FrameReader, LineReader, frame
-from ._util import now, spin, spin_until
+from ._util import now, spin, spin_until, yield_twice
 
 _PR_SET_PDEATHSIG = 1
+#: Roles that take no commands: they serve until their stdin closes.
+SERVERS = ("sink", "echo", "msgecho", "responder")
 
 
 def _die_with_parent() -> None:
@@ -102,6 +112,28 @@ async def _echo_handler(stream: trio.SocketStream) -> None:
             await stream.send_all(b"".join(answers))
 
 
+async def _msgecho_handler(shaped: bool, stream: trio.SocketStream) -> None:
+    reader = FrameReader(stream)
+    async with stream, trio.open_nursery() as nursery:
+        while True:
+            try:
+                values = await reader.receive()
+            except EOFError:
+                return
+            if not shaped:
+                await stream.send_all(b"".join(frame(value) for value in values))
+                continue
+            for value in values:
+                nursery.start_soon(stream.send_all, frame(value))
+            await yield_twice()
+
+
+async def _msgecho_main(mode: str) -> None:
+    if mode not in ("plain", "shaped"):
+        raise ValueError(f"msgecho mode must be plain or shaped, not {mode!r}")
+    await _serve(partial(_msgecho_handler, mode == "shaped"))
+
+
 async def _snaprx(host: str, port: int) -> None:
     t0 = now()
     stream = await trio.open_tcp_stream(host, port)
@@ -160,7 +192,20 @@ async def _handrx_main() -> None:
     await _client(run)
 
 
-# -- hakit replica ----------------------------------------------------------------------------
+# -- hakit nodes ------------------------------------------------------------------------------
+async def _responder_main() -> None:
+    import hakit
+
+    async def echo(msg: hakit.ChannelMessage) -> None:
+        if msg.need_response:
+            await msg.respond(*msg.parts)
+
+    async with hakit.open_node("responder", address="127.0.0.1:0") as node:
+        node.set_msg_dispatch(echo)
+        emit("ready", address=node.address)
+        await trio.sleep_forever()
+
+
 async def _replica_main(name: str) -> None:
     import hakit
 
@@ -246,6 +291,8 @@ def main(argv: list[str]) -> int:
     mains: dict[str, Callable[[], Awaitable[None]]] = {
         "sink": lambda: _serve(_sink_handler),
         "echo": lambda: _serve(_echo_handler),
+        "msgecho": lambda: _msgecho_main(argv[1]),
+        "responder": _responder_main,
         "snaprx": _snaprx_main,
         "handrx": _handrx_main,
         "replica": lambda: _replica_main(argv[1]),
@@ -255,11 +302,11 @@ def main(argv: list[str]) -> int:
         return 2
 
     async def run() -> None:
-        # The ceiling servers run until killed or until stdin closes.
+        # The servers run until killed or until stdin closes.
         async with trio.open_nursery() as nursery:
 
             async def watch_stdin() -> None:
-                if role in ("sink", "echo"):
+                if role in SERVERS:
                     stream = trio.lowlevel.FdStream(os.dup(0))
                     while await stream.receive_some(4096):
                         pass

@@ -17,7 +17,7 @@ from hakit import MasterMode, MasterParams
 from . import _proc
 from ._ceiling import KEYSPACE, VALUE, Config
 from ._load import repetitions
-from ._util import Figure, log, now, percentile, spin_until
+from ._util import Figure, latency_us, log, now, spin_until
 
 #: Transactions per full-sync build step (building the master's database is not timed).
 BUILD_BATCH = 10_000
@@ -167,9 +167,7 @@ async def sync_commit(cfg: Config, writer_counts: tuple[int, ...] = (1, 16)) -> 
                     lat: list[float] = []
                     rate, missing = await _writers(master, writers, cfg.duration, lat)
                     unacked += missing
-                    lat.sort()
-                    p50, p99 = percentile(lat, 0.5) * 1e6, percentile(lat, 0.99) * 1e6
-                    fig.add(rate, p50_us=p50, p99_us=p99)
+                    fig.add(rate, **latency_us(lat))
                 fig.extra["unacked_commits"] = unacked
                 figs[writers] = fig
                 log(

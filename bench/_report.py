@@ -25,15 +25,20 @@ Appended by `make bench` (`.venv/bin/python -m bench`); newest run last. A `--qu
 ## Method
 
 * **Topology.** The master (or the ceiling's sender) runs in the benchmark process; every
-  replica (or the ceiling's receiver) is a separate process (`python -m bench._child`). All
+  replica (or the ceiling's receiver) is a separate process (`python -m bench._child`). For
+  the message channels, the requesting node (or the ceiling's client) runs in the benchmark
+  process and the responding node (or the ceiling's echo server) in a child process. All
   links are TCP on 127.0.0.1. Children are killed by PID when their scenario ends (and at
   exit; they also die with their parent).
 * **Workload.** One transaction = `async with master.transaction() as tx:
   tx.put(f"k{i}", b"x" * 100)`; the ceilings move the same record
-  `[txid, generation, [[0, key, value]]]` (about 120 bytes framed).
+  `[txid, generation, [[0, key, value]]]` (about 120 bytes framed). One channel request =
+  `await channel.send_request(b"x" * 100)`, answered with the same bytes; the channel
+  ceilings send `[id, b"x" * 100]` and get the same value back.
 * **Ceilings.** Each hakit figure stands beside a ceiling measured in the same run, right
-  before it, with a bare trio framed-msgpack stream (4-byte length + msgpack, decoded and
-  stored in a dict by the receiving process; no hakit code):
+  before it, with a bare trio framed-msgpack stream (4-byte length + msgpack, decoded by the
+  receiving process, which stores each put in a dict or, for the channel ceilings, encodes
+  the request again as its answer; no hakit code):
   * async commit <-> one-way frames, 64 per `send_all`, to as many receiver processes as
     there are replicas, timed until every receiver confirmed the last frame;
   * sync commit, 1 writer <-> request/response with 1 outstanding;
@@ -43,8 +48,20 @@ Appended by `make bench` (`.venv/bin/python -m bench`); newest run last. A `--qu
     `send_all`), receiver rebuilding a dict, timed from the receiver process starting to
     connect until the sender has its acknowledgement;
   * force master <-> a fresh TCP connect plus three request/response round trips, timed in
-    the connecting process.
+    the connecting process;
+  * channel request/response, 1 outstanding <-> `[id, payload]` request/response with 1
+    outstanding (the same loop as the sync-commit ceiling), latency per request;
+  * channel request/response, 64 outstanding <-> the same with a window of 64 requests in
+    flight from one task (refills leave in one `send_all`; answers to one read leave in one
+    `send_all`).
+  Context, no goal: `shaped_msg_rpc_1` is the 1-outstanding channel ceiling in the task
+  shape hakit's channels have by design: the server starts a task per request to send its
+  answer, the client's answers are read by a receiver task that wakes the waiting caller,
+  and both readers yield twice after each read. Ceiling -> shaped is the cost of that
+  shape; shaped -> hakit is hakit's own (its `x_ceiling` is shaped / ceiling).
   "x ceiling" is hakit's speed as a fraction of the ceiling's (for times: ceiling / hakit).
+  A goal stated relative to the ceiling (channel, 1 outstanding: >= 0.8 x ceiling rate) is
+  judged against 0.8 x the same run's ceiling; its "x goal" is hakit / (0.8 x ceiling).
 * **Definitions.**
   * *async commit*: `MasterParams(mode=ASYNC | HOTSYNC | STATEFUL)`, 2 replica processes,
     one writer task committing for the whole measurement; rate = transactions / time from
@@ -65,6 +82,13 @@ Appended by `make bench` (`.venv/bin/python -m bench`); newest run last. A `--qu
     on its equal database; timed inside the replica process from that call until its first
     write transaction as master has committed. Master and replica spin to a common start
     instant so neither starts on a cold vCPU.
+  * *channel request/response*: a requesting node (not listening) and a responder node in a
+    child process whose `set_msg_dispatch` handler does `await msg.respond(*msg.parts)`;
+    one `hakit.Channel`; one task calling `send_request` in a loop (1 outstanding), then 64
+    tasks sharing the channel (64 outstanding). Rate = answers / time until the last task's
+    last answer; latency = one `send_request` call, p50/p99 over every request of a
+    repetition. `verified`: the channel statistics count an answer for every request and no
+    failed or timed-out one. `--only channels` runs the channel ceilings and figures alone.
 * **Repetitions and noise.** The benchmark spins ~1 s first; each scenario runs one
   untimed warm-up of its own workload, then n timed repetitions of a few seconds
   (handover: n single handovers, initial sync: n fresh replica processes). Figures are
@@ -93,21 +117,42 @@ class Goal:
     ceiling: float | None
     ceiling_what: str
     ceiling_figure: Figure | None = None
+    #: The target is a fraction of the ceiling ("measured >= target x ceiling").
+    relative: bool = False
+    #: Also report the figure's and the ceiling's p50/p99 latency.
+    latency: bool = False
 
     @property
     def ran(self) -> bool:
         return self.figure is not None
 
     @property
+    def threshold(self) -> float | None:
+        """The target in the goal's unit (None: a relative goal whose ceiling is missing)."""
+        if not self.relative:
+            return self.target
+        if self.ceiling is None or self.ceiling != self.ceiling:
+            return None
+        return self.target * self.ceiling
+
+    @property
     def passed(self) -> bool | None:
-        """None when the figure was not measured (``--only``, or its step failed)."""
-        if not self.ran:
+        """None when the figure was not measured (``--only``, or its step failed), or when
+        the ceiling of a relative goal was not."""
+        threshold = self.threshold
+        if not self.ran or threshold is None:
             return None
         if self.measured != self.measured:
             return False
-        return (
-            self.measured >= self.target if self.higher_is_better else self.measured <= self.target
-        )
+        return self.measured >= threshold if self.higher_is_better else self.measured <= threshold
+
+    @property
+    def target_text(self) -> str:
+        cmp = ">=" if self.higher_is_better else "<="
+        if self.relative:
+            what = "rate" if self.higher_is_better else "time"
+            return f"{cmp} {_num(self.target)} x ceiling {what}"
+        return f"{cmp} {_num(self.target)} {self.unit}"
 
     @property
     def ratio_to_ceiling(self) -> float | None:
@@ -119,9 +164,10 @@ class Goal:
 
     @property
     def ratio_to_goal(self) -> float | None:
-        if not self.measured or self.measured != self.measured:
+        threshold = self.threshold
+        if threshold is None or not self.measured or self.measured != self.measured:
             return None
-        return self.measured / self.target if self.higher_is_better else self.target / self.measured
+        return self.measured / threshold if self.higher_is_better else threshold / self.measured
 
     @property
     def foreign_cpus(self) -> float:
@@ -141,12 +187,25 @@ class Goal:
     def busy(self) -> bool:
         return self.foreign_cpus >= BUSY
 
+    def percentiles(self) -> dict[str, float | None]:
+        """p50/p99 (us) of the figure and of its ceiling, for goals with `latency`."""
+        out: dict[str, float | None] = {}
+        if not self.latency:
+            return out
+        for prefix, fig in (("", self.figure), ("ceiling_", self.ceiling_figure)):
+            for key in ("p50_us", "p99_us"):
+                if prefix and fig is not None and key not in fig.side_keys():
+                    continue  # a ceiling that measures no latency (a window of requests)
+                out[prefix + key] = None if fig is None else _num(fig.side(key))
+        return out
+
     def to_json(self) -> dict[str, Any]:
         return {
             "goal": self.title,
-            "target": f"{'>=' if self.higher_is_better else '<='} {_num(self.target)} {self.unit}",
+            "target": self.target_text,
             "measured": _num(self.measured),
             "unit": self.unit,
+            **self.percentiles(),
             "ceiling": _num(self.ceiling) if self.ceiling is not None else None,
             "ceiling_what": self.ceiling_what,
             "ratio_to_ceiling": _r(self.ratio_to_ceiling),
@@ -183,12 +242,17 @@ def goals(results: dict[str, Any], snapshot_keys: int) -> list[Goal]:
         ceiling_key: str,
         what: str,
         extra: str | None = None,
+        *,
+        relative: bool = False,
+        latency: bool = False,
     ) -> None:
         f = fig(measured_key)
         c = fig(ceiling_key)
         measured = float("nan") if f is None else (f.side(extra) if extra else f.median)
         ceiling = None if c is None else (c.side(extra) if extra else c.median)
-        out.append(Goal(key, title, target, higher, unit, measured, f, ceiling, what, c))
+        out.append(
+            Goal(key, title, target, higher, unit, measured, f, ceiling, what, c, relative, latency)
+        )
 
     add(
         "async2",
@@ -252,6 +316,29 @@ def goals(results: dict[str, Any], snapshot_keys: int) -> list[Goal]:
         "hakit_force_master",
         "ceiling_handover",
         "connect + 3 request/response round trips",
+    )
+    add(
+        "channel1",
+        "channel request/response, 1 outstanding",
+        0.8,
+        True,
+        "req/s",
+        "hakit_channel_1",
+        "ceiling_msg_rpc_1",
+        "bare rpc req/s, [id, 100 B] echoed, 1 outstanding",
+        relative=True,
+        latency=True,
+    )
+    add(
+        "channel64",
+        "channel request/response, 64 outstanding",
+        30_000,
+        True,
+        "req/s",
+        "hakit_channel_64",
+        "ceiling_msg_rpc_64",
+        "bare rpc req/s, [id, 100 B] echoed, window of 64 in flight",
+        latency=True,
     )
     return out
 
@@ -365,6 +452,11 @@ _TITLES = {
     "ceiling_rpc_16": "request/response, window of 16",
     "ceiling_snapshot": "snapshot transfer + dict rebuild",
     "ceiling_handover": "connect + 3 round trips",
+    "shaped_msg_rpc_1": "message request/response in hakit's channel task shape, 1 outstanding",
+    "ceiling_msg_rpc_1": "message request/response, 1 outstanding",
+    "ceiling_msg_rpc_64": "message request/response, window of 64",
+    "hakit_channel_1": "hakit channel send_request, 1 outstanding",
+    "hakit_channel_64": "hakit channel send_request, 64 outstanding",
 }
 
 
@@ -390,11 +482,20 @@ def markdown(data: dict[str, Any], results: dict[str, Any], goal_list: list[Goal
             else (f"p99 {_fmt(g.figure.side('p99_us'))}" if g.figure else "n/a")
         )
         unit = g.ceiling_figure.unit if g.ceiling_figure and g.key != "sync1_p50" else g.unit
-        ceiling = f"{_fmt(g.ceiling, unit)} ({g.ceiling_what})"
+        ceiling = f"{_fmt(g.ceiling, unit)}"
+        pct = g.percentiles()
+        if pct:
+            spread += f"; p50 {_fmt(pct['p50_us'])} us, p99 {_fmt(pct['p99_us'])} us"
+            if "ceiling_p50_us" in pct:
+                ceiling += f", p50 {_fmt(pct['ceiling_p50_us'])} us"
+        ceiling += f" ({g.ceiling_what})"
         cmp = ">=" if g.higher_is_better else "<="
+        target = f"{cmp} {_fmt(g.target, g.unit)}"
+        if g.relative:
+            target = f"{g.target_text} ({_fmt(g.threshold, g.unit)})"
         busy = f" (busy machine: {g.foreign_cpus:.2f} foreign CPUs)" if g.busy else ""
         lines.append(
-            f"| {g.title} | {cmp} {_fmt(g.target, g.unit)} | {_fmt(g.measured, g.unit)} | {spread} "
+            f"| {g.title} | {target} | {_fmt(g.measured, g.unit)} | {spread} "
             f"| {ceiling} | {_fmt(g.ratio_to_ceiling)} | {_fmt(g.ratio_to_goal)} "
             f"| {_verdict(g.passed)}{busy} |"
         )

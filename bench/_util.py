@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import trio
+
 now = time.perf_counter
 
 
@@ -59,6 +61,23 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
         return float("nan")
     index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
     return sorted_values[index]
+
+
+def latency_us(latencies: list[float]) -> dict[str, float]:
+    """``p50_us`` and ``p99_us`` of per-operation latencies in seconds (sorts them in place),
+    as side values for `Figure.add`."""
+    latencies.sort()
+    return {
+        "p50_us": percentile(latencies, 0.5) * 1e6,
+        "p99_us": percentile(latencies, 0.99) * 1e6,
+    }
+
+
+async def yield_twice() -> None:
+    """Let the tasks this one just woke run first (trio runs them in the next batch, in
+    either order): the shape of hakit's channel readers after each read."""
+    await trio.lowlevel.cancel_shielded_checkpoint()
+    await trio.lowlevel.cancel_shielded_checkpoint()
 
 
 @dataclass

@@ -231,6 +231,8 @@ class Node:
         self._killed: KilledByReplicaError | None = None
         self._role_changed = trio.Event()
         self._writes_disabled = False
+        #: The generation in which this node is (or was) the master, if any since it started.
+        self._own_generation: int | None = None
         self._master_hint: str | None = None
         self._async_unflushed = 0
         self._async_unyielded = 0
@@ -436,6 +438,7 @@ class Node:
         self._resize_log(params.trans_log_length)
         if self._role is not Role.MASTER:
             self.storage.set_generation(self.generation + 1)
+            self._own_generation = self.generation
             self._killed = None
             self._writes_disabled = False
             self._master_hint = None
@@ -781,10 +784,14 @@ class Node:
                 f"node {self.name!r} stepped down and refuses writes",
                 master_address=self._master_hint,
             )
-        if self._role is Role.STANDALONE and self.generation > 0:
-            # Its generation belongs to some master's history: writing here would create a
-            # second writer in that generation. Only a fresh database (generation 0) is
-            # writable without being a master.
+        if (
+            self._role is Role.STANDALONE
+            and self.generation > 0
+            and self.generation != self._own_generation
+        ):
+            # Its generation belongs to another master's history: writing here would create
+            # a second writer in that generation. Only a fresh database (generation 0), or a
+            # former master still in its own generation, is writable without being a master.
             raise NotMasterError(
                 f"node {self.name!r} holds a replicated database (generation {self.generation}) "
                 "and is not a master: call set_master_params() to make it one",
@@ -1250,6 +1257,7 @@ class Node:
         self._resize_log(master_params.trans_log_length)
         self._writes_disabled = False
         self._killed = None
+        self._own_generation = self.generation
         self._set_role(Role.MASTER)
 
     def replica_stop(self) -> None:

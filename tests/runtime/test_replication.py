@@ -451,3 +451,19 @@ async def test_replica_behind_resyncs_incrementally_from_a_promoted_master(
     assert (await commit(r1, b=2)).acked == ("r2",)
     r2.cancel()
     await run.wait()
+
+
+async def test_killed_master_keeps_writing_when_writes_stay_enabled(
+    nodes: Nodes, clock: MockClock, nursery: trio.Nursery
+) -> None:
+    params = MasterParams(disable_writes_on_kill=False)
+    master, (r1,), (run1,) = await master_with_replicas(nodes, nursery, "r1", params=params)
+    r1.cancel()
+    await run1.wait()
+    force = ReplicaParams(mode=ReplicaMode.FORCE_MASTER)
+    assert await r1.attach_master(master.address, force) is StopReason.BECOMES_MASTER
+    await wait_until(lambda: master.role is hakit.Role.STANDALONE)
+    # Its own generation (1) is no one else's: writes there cannot clash with r1's (2).
+    result = await commit(master, local=1)
+    assert (result.generation, r1.generation) == (1, 2)
+    assert r1.get("local") is None
