@@ -113,9 +113,9 @@ async def scenario(steps: list[tuple[tuple[str, ...], float]]) -> History:
                     assert final.get(key) is not None, f"acknowledged {key} lost on {final.name}"
             # Replicas still attached have converged on the master's state.
             for node in nodes.values():
-                if node.role is hakit.Role.REPLICA and node._session is not None:
-                    if node._session.master == final.name:
-                        assert dict(node.items()) == dict(final.items()), node.name
+                session = node._session
+                if node.role is hakit.Role.REPLICA and session and session.master == final.name:
+                    assert dict(node.items()) == dict(final.items()), node.name
         nursery.cancel_scope.cancel()
     return history
 
