@@ -208,6 +208,8 @@ class ReplicaLink:
                 await send(b"".join(batch))
                 batch = []
         batch.append(m.SnapshotEnd(generation, snapshot.txid, snapshot.count).encode())
+        # Entries queued meanwhile follow on from the snapshot, so they are all > its txid.
+        self._last_txid = max(self._last_txid, snapshot.txid)
         self.machine.sent(trio.current_time(), snapshot.txid)
         await send(b"".join(batch))
         snapshot.close()

@@ -216,7 +216,7 @@ class MasterLinkMachine:
     def sent(self, now: float, txid: int | None = None) -> None:
         """Record that frames (up to transaction `txid`, if any) were sent at `now`."""
         self.last_sent = now
-        if txid is not None:
+        if txid is not None and txid > self.sent_txid:
             self.sent_txid = txid
 
     def tick(self, now: float) -> m.KeepAlive | ReplicaLeft | None:

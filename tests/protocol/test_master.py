@@ -435,3 +435,13 @@ def test_kill_master_from_a_replica_that_has_not_acked_everything() -> None:
 def test_kill_master_during_sync() -> None:
     link = make_link()
     assert_left(link.receive(m.KillMaster(3, "r1", None), 100.0), StopReason.CONNECTION_ABORTED)
+
+
+def test_sent_position_never_goes_back() -> None:
+    # A keep-alive sent after a snapshot carries no transaction: it must not lower the
+    # position up to which acknowledgements are accepted.
+    link = make_link(txid=0, sync_target=50)
+    link.sent(100.0, 50)
+    link.sent(101.0, 0)
+    assert link.sent_txid == 50
+    assert link.receive(m.Ack(2, 50), 101.5) == LinkSynced(50)
