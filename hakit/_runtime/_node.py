@@ -18,8 +18,6 @@ import trio.lowlevel
 
 from ..protocol import (
     CommitFailedError,
-    HAIOError,
-    HAProtocolError,
     InvalidArgumentError,
     KilledByReplicaError,
     LocalProtocolError,
@@ -30,18 +28,15 @@ from ..protocol import (
     NoQuorumError,
     NotMasterError,
     RemoteProtocolError,
-    ReplicaMachine,
-    ReplicationError,
     StopReason,
     SyncKind,
     decide_handshake,
 )
 from ..protocol import _master as mm
 from ..protocol import _messages as m
-from ..protocol import _replica as rm
 from ..protocol._codec import DEFAULT_MAX_FRAME_SIZE, pack
-from ..storage import DELETE, PUT, Key, Loader, MemoryStorage, Storage
-from ..transports import FramedStream, SimulatedNetwork, connect, open_listener, parse_address
+from ..storage import DELETE, PUT, Key, MemoryStorage, Storage
+from ..transports import FramedStream, SimulatedNetwork, open_listener, parse_address
 from ._channels import Channel, ChannelManager, Handler, _Eid  # message channels (hook)
 from ._events import (
     CommitFailed,
@@ -50,9 +45,7 @@ from ._events import (
     Event,
     EventLog,
     EventSink,
-    MasterChanged,
     ReplicaDetached,
-    ReplicaStopped,
     ReplicaSynced,
     RoleChanged,
 )
@@ -62,13 +55,12 @@ from ._params import (
     CommitResult,
     MasterMode,
     MasterParams,
-    Notification,
     ReplicaInfo,
     ReplicaMode,
     ReplicaParams,
     Role,
-    TransactionRecord,
 )
+from ._replica_side import ReplicaRun, Session
 from ._statistics import LinkStatistics, NodeStatistics
 
 _SYNC_NAMES = {SyncKind.EQUAL: "equal", SyncKind.INCREMENTAL: "incremental", SyncKind.FULL: "full"}
@@ -101,30 +93,6 @@ class _PendingCommit:
     def check(self) -> None:
         if len(self.acked) >= min(self.needed, len(self.acked) + len(self.required)):
             self.done.set()
-
-
-class _Session:
-    """A replica's running attach: what `replica_stop` and `cancel` act on."""
-
-    def __init__(self) -> None:
-        self._scope = trio.CancelScope()
-        self.request: StopReason | None = None
-        self.detail = ""
-        self.master: str | None = None
-        self.master_address: str | None = None
-
-    def scope(self) -> trio.CancelScope:
-        """A fresh scope for the next phase; already cancelled if a stop was requested."""
-        self._scope = trio.CancelScope()
-        if self.request is not None:
-            self._scope.cancel()
-        return self._scope
-
-    def interrupt(self, reason: StopReason, detail: str) -> None:
-        if self.request is None:
-            self.request = reason
-            self.detail = detail
-        self._scope.cancel()
 
 
 class Transaction:
@@ -237,7 +205,7 @@ class Node:
         self._async_unflushed = 0
         self._async_unyielded = 0
         # replica state
-        self._session: _Session | None = None
+        self._session: Session | None = None
         self._channels = ChannelManager(self)  # message channels (hook)
         # statistics
         self._commits = 0
@@ -971,285 +939,19 @@ class Node:
             )
         if self._session is not None:
             raise LocalProtocolError(f"node {self.name!r} is already attached to a master")
-        session = _Session()
+        session = Session()
         self._session = session
         try:
             if ReplicaMode.ALLOW_CANCEL in params.mode:
                 assert params.cancel_address is not None
                 await self.listen(params.cancel_address)
-            return await self._replicate(session, connection_string, params, timeout)
+            return await ReplicaRun(self, session, params).replicate(connection_string, timeout)
         finally:
             self._session = None
             if params.cancel_address and params.cancel_address != self._address:
                 self._stop_listener(params.cancel_address)
             if self._role is Role.REPLICA:
                 self._set_role(Role.STANDALONE)
-
-    def _notify(self, params: ReplicaParams, what: Notification, detail: str = "") -> None:
-        if params.on_notification is not None:
-            params.on_notification(what, detail)
-
-    async def _replicate(
-        self, session: _Session, address: str, params: ReplicaParams, timeout: float
-    ) -> StopReason:
-        force_master = ReplicaMode.FORCE_MASTER in params.mode
-        while True:
-            try:
-                outcome = await self._replicate_once(
-                    session, address, params, timeout, force_master=force_master
-                )
-            except ReplicationError as exc:
-                self._replica_stopped(params, exc.stop_reason, str(exc), None)
-                if session.master is not None:
-                    # Once attached, attach_master reports stops by returning: here the new
-                    # master that this replica followed could not be reached.
-                    return exc.stop_reason
-                raise
-            if isinstance(outcome, rm.FollowMaster):
-                if outcome.address is None:
-                    return self._replica_stopped(
-                        params, StopReason.MASTER_REQUESTED_DISCONNECT,
-                        f"the master is now {outcome.node}, which has no address to follow",
-                        session.master,
-                    )  # fmt: skip
-                self._record(MasterChanged(self._now(), self.name, session.master, outcome.node,
-                                           outcome.address, outcome.generation))  # fmt: skip
-                self._notify(params, Notification.MASTER_CHANGED, outcome.address)
-                address = outcome.address
-                force_master = False
-                continue
-            return outcome
-
-    async def _replicate_once(
-        self,
-        session: _Session,
-        address: str,
-        params: ReplicaParams,
-        timeout: float,
-        *,
-        force_master: bool,
-    ) -> StopReason | rm.FollowMaster:
-        machine = ReplicaMachine(
-            cluster=self.cluster_name,
-            node=self.name,
-            generation=self.generation,
-            txid=self.txid,
-            last_generation=self.storage.last_generation,
-            force_master=force_master,
-            force_sync=ReplicaMode.FORCE_SYNC in params.mode,
-            address=self._address,
-            wait_data_timeout=params.wait_data_timeout,
-            now=self._now(),
-        )
-        framed: FramedStream | None = None
-        loader: Loader | None = None
-        try:
-            # 1. connect and handshake, within `timeout`
-            with session.scope():
-                try:
-                    with trio.fail_after(timeout):
-                        stream = await connect(address, network=self._network, source=self.name)
-                        framed = FramedStream(stream, max_frame_size=self.max_frame_size)
-                        await framed.send(machine.hello().encode())
-                        values = await framed.receive()
-                except trio.TooSlowError:
-                    raise NetworkTimeoutError(
-                        f"master at {address} not reached within {timeout:g} s",
-                        stop_reason=StopReason.CONNECTION_ABORTED, address=address,
-                    ) from None  # fmt: skip
-                except (OSError, EOFError, trio.BrokenResourceError, RemoteProtocolError) as exc:
-                    raise HAIOError(
-                        f"could not reach the master at {address}: {exc}",
-                        stop_reason=StopReason.CONNECTION_ABORTED, address=address,
-                    ) from None  # fmt: skip
-            if session.request is not None:
-                return self._replica_stopped(
-                    params, session.request, f"{session.detail} while connecting", None
-                )
-            events = self._feed(machine, values)
-            first = events[0] if events else None
-            if isinstance(first, rm.Stopped):
-                error = (
-                    HAProtocolError if first.reason is StopReason.HANDSHAKE_FAILED else HAIOError
-                )
-                raise error(
-                    f"master at {address} refused the handshake: {first.detail}",
-                    stop_reason=first.reason, address=address,
-                )  # fmt: skip
-            assert isinstance(first, rm.Welcomed)
-            assert framed is not None
-            session.master, session.master_address = first.master, address
-            if machine.generation > self.generation:
-                self.storage.set_generation(machine.generation)
-            self._set_role(Role.REPLICA)
-            self._record(Connected(self._now(), self.name, first.master, address))
-            self._notify(params, Notification.CONNECTED, address)
-            # 2. load and stream until stopped
-            load_deadline = self._now() + (params.initial_timeout or math.inf)
-            with session.scope():
-                while True:
-                    for event in events:
-                        outcome = await self._replica_event(machine, framed, params, event)
-                        if isinstance(outcome, rm.Stopped):
-                            return self._replica_stopped(
-                                params, outcome.reason, outcome.detail, first.master
-                            )
-                        if isinstance(outcome, rm.FollowMaster):
-                            return outcome
-                        if isinstance(event, rm.LoadBegin):
-                            loader = self.storage.begin_load()
-                            self._notify(params, Notification.DB_LOAD_BEGIN, f"{event.count} keys")
-                        elif isinstance(event, rm.LoadChunk):
-                            assert loader is not None
-                            loader.add(event.items)
-                        elif isinstance(event, rm.LoadEnd):
-                            assert loader is not None
-                            loader.commit(event.txid, event.last_generation, event.generation)
-                            loader = None
-                            self._log.clear()
-                            self._notify(params, Notification.DB_LOAD_OK, f"txid {event.txid}")
-                    if machine.state is rm.ReplicaState.STOPPED:
-                        assert machine.stop_reason is not None
-                        return self._replica_stopped(params, machine.stop_reason, "", first.master)
-                    if not machine.synced and self._now() >= load_deadline:
-                        return self._replica_stopped(
-                            params,
-                            StopReason.CONNECTION_ABORTED,
-                            f"initial sync not complete within {params.initial_timeout:g} s "
-                            "(initial_timeout)",
-                            first.master,
-                        )
-                    deadline = machine.next_deadline
-                    if not machine.synced:
-                        deadline = min(deadline, load_deadline)
-                    events = await self._receive_events(machine, framed, deadline)
-        finally:
-            if loader is not None:
-                # Whatever stopped us mid-load, the staged data is dropped: a half-loaded
-                # database is never exposed.
-                loader.abort()
-                self._notify(params, Notification.DB_LOAD_FAILED, "the load did not complete")
-            if framed is not None:
-                await self._close_replica_link(machine, framed, session)
-        # A stop requested from outside (replica_stop / cancel) lands here.
-        reason = session.request or StopReason.CANCELLED
-        return self._replica_stopped(params, reason, session.detail, session.master)
-
-    async def _close_replica_link(
-        self, machine: ReplicaMachine, framed: FramedStream, session: _Session
-    ) -> None:
-        with trio.CancelScope(shield=True):
-            if session.request is StopReason.STOPPED_BY_LOCAL_REQUEST:
-                bye = machine.stop(StopReason.STOPPED_BY_LOCAL_REQUEST, "replica_stop() called")
-                if bye is not None:
-                    with trio.move_on_after(1.0):
-                        with suppress(OSError, trio.BrokenResourceError, trio.ClosedResourceError):
-                            await framed.send(bye.encode())
-            await framed.aclose()
-
-    def _feed(self, machine: ReplicaMachine, values: list[Any]) -> list[rm.ReplicaEvent]:
-        now = self._now()
-        events: list[rm.ReplicaEvent] = []
-        for value in values:
-            try:
-                msg = m.parse_message(value)
-            except RemoteProtocolError as exc:
-                events.append(machine.connection_lost(f"bad message from the master: {exc}"))
-                return events
-            events.extend(machine.receive(msg, now))
-            if machine.state is rm.ReplicaState.STOPPED:
-                break
-        return events
-
-    async def _receive_events(
-        self, machine: ReplicaMachine, framed: FramedStream, deadline: float
-    ) -> list[rm.ReplicaEvent]:
-        with trio.move_on_at(deadline):
-            try:
-                values = await framed.receive()
-            except EOFError:
-                return [machine.connection_lost("the master closed the connection")]
-            except (OSError, trio.BrokenResourceError, RemoteProtocolError) as exc:
-                return [machine.connection_lost(f"connection to the master failed: {exc}")]
-            return self._feed(machine, values)
-        stopped = machine.tick(self._now())
-        return [stopped] if stopped is not None else []
-
-    async def _replica_event(
-        self,
-        machine: ReplicaMachine,
-        framed: FramedStream,
-        params: ReplicaParams,
-        event: rm.ReplicaEvent,
-    ) -> rm.Stopped | rm.FollowMaster | None:
-        if isinstance(event, rm.Apply):
-            error = self._apply(event.entries, params)
-            if error is not None:
-                return self._iterator_error(machine, error)
-            return await self._send_to_master(machine, framed, machine.ack(), params)
-        elif isinstance(event, rm.Send):
-            return await self._send_to_master(machine, framed, event.message, params)
-        elif isinstance(event, rm.Welcomed):
-            if event.sync is SyncKind.EQUAL:
-                self._notify(params, Notification.DB_EQUAL, f"txid {event.txid}")
-            elif event.sync is SyncKind.INCREMENTAL:
-                self._notify(params, Notification.STATEFUL_SYNC, f"to txid {event.txid}")
-        elif isinstance(event, rm.Synced):
-            sync = _SYNC_NAMES[machine.sync_kind] if machine.sync_kind is not None else "?"
-            self._record(ReplicaSynced(self._now(), self.name, self.name, sync, event.txid))
-            return await self._send_to_master(machine, framed, machine.ack(), params)
-        elif isinstance(event, rm.Promoted):
-            self.storage.set_generation(event.generation)
-            self._become_master_after_force(params)
-            return rm.Stopped(StopReason.BECOMES_MASTER, "this node is now the master")
-        elif isinstance(event, rm.Stopped | rm.FollowMaster):
-            return event
-        return None
-
-    def _iterator_error(self, machine: ReplicaMachine, detail: str) -> rm.Stopped:
-        machine.stop(StopReason.ITERATOR_ERROR, detail)
-        return rm.Stopped(StopReason.ITERATOR_ERROR, detail)
-
-    def _apply(self, entries: list[m.Entry], params: ReplicaParams) -> str | None:
-        """Apply a batch; return an error text if the per-transaction callback raised."""
-        callback = params.on_transaction
-        log = self._log
-        if callback is None:
-            self.storage.apply(entries)
-            log.extend([(entry[0], entry[1], entry) for entry in entries])
-            self._applied += len(entries)
-            return None
-        for entry in entries:
-            self.storage.apply([entry])
-            log.append((entry[0], entry[1], entry))
-            self._applied += 1
-            try:
-                callback(TransactionRecord(entry[0], entry[1], entry[2]))
-            except Exception as exc:
-                return f"on_transaction raised {type(exc).__name__}: {exc} (txid {entry[0]})"
-        return None
-
-    async def _send_to_master(
-        self, machine: ReplicaMachine, framed: FramedStream, msg: m.Message, params: ReplicaParams
-    ) -> rm.Stopped | None:
-        """Send one message; a failure (or a send blocked past commit_timeout) ends the link."""
-        try:
-            with trio.fail_after(params.commit_timeout or math.inf):
-                await framed.send(msg.encode())
-        except trio.TooSlowError:
-            return machine.connection_lost(
-                f"sending to the master blocked for {params.commit_timeout:g} s (commit_timeout)"
-            )
-        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            return machine.connection_lost(f"sending to the master failed: {exc}")
-        return None
-
-    def _replica_stopped(
-        self, params: ReplicaParams, reason: StopReason, detail: str, master: str | None
-    ) -> StopReason:
-        self._record(ReplicaStopped(self._now(), self.name, reason, detail, master))
-        self._notify(params, Notification.REPLICA_STOPPED, f"{reason.name}: {detail}")
-        return reason
 
     def _become_master_after_force(self, params: ReplicaParams) -> None:
         master_params = params.master_params or self._master_params or MasterParams()

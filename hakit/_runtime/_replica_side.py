@@ -1,0 +1,333 @@
+"""The replica side of a node: one `attach_master` call, from connect to stop reason.
+
+`ReplicaRun` drives a `ReplicaMachine` over one connection at a time: it connects and
+handshakes, loads or replays what the master sends, applies the transaction stream, and turns
+every way of stopping into a `StopReason` (returned once attached, raised before). When the
+master is replaced by force master it reconnects to the new one and carries on.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import suppress
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ..protocol import (
+    HAIOError,
+    HAProtocolError,
+    NetworkTimeoutError,
+    RemoteProtocolError,
+    ReplicaMachine,
+    ReplicationError,
+    StopReason,
+    SyncKind,
+)
+from ..protocol import _messages as m
+from ..protocol import _replica as rm
+from ..storage import Loader
+from ..transports import FramedStream, connect
+from ._events import Connected, MasterChanged, ReplicaStopped, ReplicaSynced
+from ._params import Notification, ReplicaMode, ReplicaParams, Role, TransactionRecord
+
+if TYPE_CHECKING:
+    from ._node import Node
+
+_SYNC_NAMES = {SyncKind.EQUAL: "equal", SyncKind.INCREMENTAL: "incremental", SyncKind.FULL: "full"}
+
+
+class Session:
+    """A replica's running attach: what `replica_stop` and `cancel` act on."""
+
+    def __init__(self) -> None:
+        self._scope = trio.CancelScope()
+        self.request: StopReason | None = None
+        self.detail = ""
+        self.master: str | None = None
+        self.master_address: str | None = None
+
+    def scope(self) -> trio.CancelScope:
+        """A fresh scope for the next phase; already cancelled if a stop was requested."""
+        self._scope = trio.CancelScope()
+        if self.request is not None:
+            self._scope.cancel()
+        return self._scope
+
+    def interrupt(self, reason: StopReason, detail: str) -> None:
+        if self.request is None:
+            self.request = reason
+            self.detail = detail
+        self._scope.cancel()
+
+
+class ReplicaRun:
+    """One `Node.attach_master` call."""
+
+    def __init__(self, node: Node, session: Session, params: ReplicaParams) -> None:
+        self.node = node
+        self.session = session
+        self.params = params
+
+    def _notify(self, what: Notification, detail: str = "") -> None:
+        if self.params.on_notification is not None:
+            self.params.on_notification(what, detail)
+
+    async def replicate(self, address: str, timeout: float) -> StopReason:
+        force_master = ReplicaMode.FORCE_MASTER in self.params.mode
+        while True:
+            try:
+                outcome = await self._replicate_once(address, timeout, force_master=force_master)
+            except ReplicationError as exc:
+                self._replica_stopped(exc.stop_reason, str(exc), None)
+                if self.session.master is not None:
+                    # Once attached, attach_master reports stops by returning: here the new
+                    # master that this replica followed could not be reached.
+                    return exc.stop_reason
+                raise
+            if isinstance(outcome, rm.FollowMaster):
+                if outcome.address is None:
+                    return self._replica_stopped(
+                        StopReason.MASTER_REQUESTED_DISCONNECT,
+                        f"the master is now {outcome.node}, which has no address to follow",
+                        self.session.master,
+                    )  # fmt: skip
+                node = self.node
+                changed = MasterChanged(
+                    node._now(), node.name, self.session.master, outcome.node, outcome.address,
+                    outcome.generation,
+                )  # fmt: skip
+                node._record(changed)
+                self._notify(Notification.MASTER_CHANGED, outcome.address)
+                address = outcome.address
+                force_master = False
+                continue
+            return outcome
+
+    async def _replicate_once(
+        self,
+        address: str,
+        timeout: float,
+        *,
+        force_master: bool,
+    ) -> StopReason | rm.FollowMaster:
+        machine = ReplicaMachine(
+            cluster=self.node.cluster_name,
+            node=self.node.name,
+            generation=self.node.generation,
+            txid=self.node.txid,
+            last_generation=self.node.storage.last_generation,
+            force_master=force_master,
+            force_sync=ReplicaMode.FORCE_SYNC in self.params.mode,
+            address=self.node._address,
+            wait_data_timeout=self.params.wait_data_timeout,
+            now=self.node._now(),
+        )
+        framed: FramedStream | None = None
+        loader: Loader | None = None
+        try:
+            # 1. connect and handshake, within `timeout`
+            with self.session.scope():
+                try:
+                    with trio.fail_after(timeout):
+                        stream = await connect(
+                            address, network=self.node._network, source=self.node.name
+                        )
+                        framed = FramedStream(stream, max_frame_size=self.node.max_frame_size)
+                        await framed.send(machine.hello().encode())
+                        values = await framed.receive()
+                except trio.TooSlowError:
+                    raise NetworkTimeoutError(
+                        f"master at {address} not reached within {timeout:g} s",
+                        stop_reason=StopReason.CONNECTION_ABORTED, address=address,
+                    ) from None  # fmt: skip
+                except (OSError, EOFError, trio.BrokenResourceError, RemoteProtocolError) as exc:
+                    raise HAIOError(
+                        f"could not reach the master at {address}: {exc}",
+                        stop_reason=StopReason.CONNECTION_ABORTED, address=address,
+                    ) from None  # fmt: skip
+            if self.session.request is not None:
+                return self._replica_stopped(
+                    self.session.request, f"{self.session.detail} while connecting", None
+                )
+            events = self._feed(machine, values)
+            first = events[0] if events else None
+            if isinstance(first, rm.Stopped):
+                error = (
+                    HAProtocolError if first.reason is StopReason.HANDSHAKE_FAILED else HAIOError
+                )
+                raise error(
+                    f"master at {address} refused the handshake: {first.detail}",
+                    stop_reason=first.reason, address=address,
+                )  # fmt: skip
+            assert isinstance(first, rm.Welcomed)
+            assert framed is not None
+            self.session.master, self.session.master_address = first.master, address
+            if machine.generation > self.node.generation:
+                self.node.storage.set_generation(machine.generation)
+            self.node._set_role(Role.REPLICA)
+            self.node._record(Connected(self.node._now(), self.node.name, first.master, address))
+            self._notify(Notification.CONNECTED, address)
+            # 2. load and stream until stopped
+            load_deadline = self.node._now() + (self.params.initial_timeout or math.inf)
+            with self.session.scope():
+                while True:
+                    for event in events:
+                        outcome = await self._replica_event(machine, framed, event)
+                        if isinstance(outcome, rm.Stopped):
+                            return self._replica_stopped(
+                                outcome.reason, outcome.detail, first.master
+                            )
+                        if isinstance(outcome, rm.FollowMaster):
+                            return outcome
+                        if isinstance(event, rm.LoadBegin):
+                            loader = self.node.storage.begin_load()
+                            self._notify(Notification.DB_LOAD_BEGIN, f"{event.count} keys")
+                        elif isinstance(event, rm.LoadChunk):
+                            assert loader is not None
+                            loader.add(event.items)
+                        elif isinstance(event, rm.LoadEnd):
+                            assert loader is not None
+                            loader.commit(event.txid, event.last_generation, event.generation)
+                            loader = None
+                            self.node._log.clear()
+                            self._notify(Notification.DB_LOAD_OK, f"txid {event.txid}")
+                    if machine.state is rm.ReplicaState.STOPPED:
+                        assert machine.stop_reason is not None
+                        return self._replica_stopped(machine.stop_reason, "", first.master)
+                    if not machine.synced and self.node._now() >= load_deadline:
+                        return self._replica_stopped(
+                            StopReason.CONNECTION_ABORTED,
+                            f"initial sync not complete within {self.params.initial_timeout:g} s "
+                            "(initial_timeout)",
+                            first.master,
+                        )
+                    deadline = machine.next_deadline
+                    if not machine.synced:
+                        deadline = min(deadline, load_deadline)
+                    events = await self._receive_events(machine, framed, deadline)
+        finally:
+            if loader is not None:
+                # Whatever stopped us mid-load, the staged data is dropped: a half-loaded
+                # database is never exposed.
+                loader.abort()
+                self._notify(Notification.DB_LOAD_FAILED, "the load did not complete")
+            if framed is not None:
+                await self._close_replica_link(machine, framed)
+        # A stop requested from outside (replica_stop / cancel) lands here.
+        reason = self.session.request or StopReason.CANCELLED
+        return self._replica_stopped(reason, self.session.detail, self.session.master)
+
+    async def _close_replica_link(self, machine: ReplicaMachine, framed: FramedStream) -> None:
+        with trio.CancelScope(shield=True):
+            if self.session.request is StopReason.STOPPED_BY_LOCAL_REQUEST:
+                bye = machine.stop(StopReason.STOPPED_BY_LOCAL_REQUEST, "replica_stop() called")
+                if bye is not None:
+                    with trio.move_on_after(1.0):
+                        with suppress(OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+                            await framed.send(bye.encode())
+            await framed.aclose()
+
+    def _feed(self, machine: ReplicaMachine, values: list[Any]) -> list[rm.ReplicaEvent]:
+        now = self.node._now()
+        events: list[rm.ReplicaEvent] = []
+        for value in values:
+            try:
+                msg = m.parse_message(value)
+            except RemoteProtocolError as exc:
+                events.append(machine.connection_lost(f"bad message from the master: {exc}"))
+                return events
+            events.extend(machine.receive(msg, now))
+            if machine.state is rm.ReplicaState.STOPPED:
+                break
+        return events
+
+    async def _receive_events(
+        self, machine: ReplicaMachine, framed: FramedStream, deadline: float
+    ) -> list[rm.ReplicaEvent]:
+        with trio.move_on_at(deadline):
+            try:
+                values = await framed.receive()
+            except EOFError:
+                return [machine.connection_lost("the master closed the connection")]
+            except (OSError, trio.BrokenResourceError, RemoteProtocolError) as exc:
+                return [machine.connection_lost(f"connection to the master failed: {exc}")]
+            return self._feed(machine, values)
+        stopped = machine.tick(self.node._now())
+        return [stopped] if stopped is not None else []
+
+    async def _replica_event(
+        self,
+        machine: ReplicaMachine,
+        framed: FramedStream,
+        event: rm.ReplicaEvent,
+    ) -> rm.Stopped | rm.FollowMaster | None:
+        if isinstance(event, rm.Apply):
+            error = self._apply(event.entries)
+            if error is not None:
+                return self._iterator_error(machine, error)
+            return await self._send_to_master(machine, framed, machine.ack())
+        elif isinstance(event, rm.Send):
+            return await self._send_to_master(machine, framed, event.message)
+        elif isinstance(event, rm.Welcomed):
+            if event.sync is SyncKind.EQUAL:
+                self._notify(Notification.DB_EQUAL, f"txid {event.txid}")
+            elif event.sync is SyncKind.INCREMENTAL:
+                self._notify(Notification.STATEFUL_SYNC, f"to txid {event.txid}")
+        elif isinstance(event, rm.Synced):
+            sync = _SYNC_NAMES[machine.sync_kind] if machine.sync_kind is not None else "?"
+            self.node._record(
+                ReplicaSynced(self.node._now(), self.node.name, self.node.name, sync, event.txid)
+            )
+            return await self._send_to_master(machine, framed, machine.ack())
+        elif isinstance(event, rm.Promoted):
+            self.node.storage.set_generation(event.generation)
+            self.node._become_master_after_force(self.params)
+            return rm.Stopped(StopReason.BECOMES_MASTER, "this node is now the master")
+        elif isinstance(event, rm.Stopped | rm.FollowMaster):
+            return event
+        return None
+
+    def _iterator_error(self, machine: ReplicaMachine, detail: str) -> rm.Stopped:
+        machine.stop(StopReason.ITERATOR_ERROR, detail)
+        return rm.Stopped(StopReason.ITERATOR_ERROR, detail)
+
+    def _apply(self, entries: list[m.Entry]) -> str | None:
+        """Apply a batch; return an error text if the per-transaction callback raised."""
+        callback = self.params.on_transaction
+        log = self.node._log
+        if callback is None:
+            self.node.storage.apply(entries)
+            log.extend([(entry[0], entry[1], entry) for entry in entries])
+            self.node._applied += len(entries)
+            return None
+        for entry in entries:
+            self.node.storage.apply([entry])
+            log.append((entry[0], entry[1], entry))
+            self.node._applied += 1
+            try:
+                callback(TransactionRecord(entry[0], entry[1], entry[2]))
+            except Exception as exc:
+                return f"on_transaction raised {type(exc).__name__}: {exc} (txid {entry[0]})"
+        return None
+
+    async def _send_to_master(
+        self, machine: ReplicaMachine, framed: FramedStream, msg: m.Message
+    ) -> rm.Stopped | None:
+        """Send one message; a failure (or a send blocked past commit_timeout) ends the link."""
+        try:
+            with trio.fail_after(self.params.commit_timeout or math.inf):
+                await framed.send(msg.encode())
+        except trio.TooSlowError:
+            return machine.connection_lost(
+                f"sending to the master blocked for {self.params.commit_timeout:g} s "
+                "(commit_timeout)"
+            )
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            return machine.connection_lost(f"sending to the master failed: {exc}")
+        return None
+
+    def _replica_stopped(self, reason: StopReason, detail: str, master: str | None) -> StopReason:
+        self.node._record(ReplicaStopped(self.node._now(), self.node.name, reason, detail, master))
+        self._notify(Notification.REPLICA_STOPPED, f"{reason.name}: {detail}")
+        return reason
