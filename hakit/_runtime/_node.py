@@ -63,7 +63,6 @@ from ._params import (
 from ._replica_side import ReplicaRun, Session
 from ._statistics import LinkStatistics, NodeStatistics
 
-_SYNC_NAMES = {SyncKind.EQUAL: "equal", SyncKind.INCREMENTAL: "incremental", SyncKind.FULL: "full"}
 #: Transactions kept for resync by a node that is not (yet) a master, so that after a force
 #: master the old master's other replicas can resync incrementally.
 _REPLICA_LOG_LENGTH = 100_000
@@ -502,7 +501,7 @@ class Node:
             if link.static_load:  # a static sync holds writes until the replica is synced
                 link.static_load = False
                 self._static_load_done()
-            info = ReplicaInfo(link.name, _SYNC_NAMES[link.sync], event.txid)
+            info = ReplicaInfo(link.name, link.sync.name.lower(), event.txid)
             self._record(ReplicaSynced(self._now(), self.name, link.name, info.sync, event.txid))
             self._on_ack(link, event.txid)
             while self._arrivals:
@@ -1059,7 +1058,7 @@ class Node:
             LinkStatistics(
                 replica=link.name,
                 state=link.machine.state.value,
-                sync=_SYNC_NAMES[link.sync],
+                sync=link.sync.name.lower(),
                 acked_txid=link.machine.acked,
                 lag=self.txid - link.machine.acked,
                 unsent_bytes=link.unsent_bytes,

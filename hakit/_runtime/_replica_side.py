@@ -34,8 +34,6 @@ from ._params import Notification, ReplicaMode, ReplicaParams, Role, Transaction
 if TYPE_CHECKING:
     from ._node import Node
 
-_SYNC_NAMES = {SyncKind.EQUAL: "equal", SyncKind.INCREMENTAL: "incremental", SyncKind.FULL: "full"}
-
 
 class Session:
     """A replica's running attach: what `replica_stop` and `cancel` act on."""
@@ -275,7 +273,7 @@ class ReplicaRun:
             elif event.sync is SyncKind.INCREMENTAL:
                 self._notify(Notification.STATEFUL_SYNC, f"to txid {event.txid}")
         elif isinstance(event, rm.Synced):
-            sync = _SYNC_NAMES[machine.sync_kind] if machine.sync_kind is not None else "?"
+            sync = machine.sync_kind.name.lower() if machine.sync_kind is not None else "?"
             self.node._record(
                 ReplicaSynced(self.node._now(), self.node.name, self.node.name, sync, event.txid)
             )
