@@ -41,7 +41,7 @@ async def cancel(
             stream = await connect(cancel_address, network=network)
             async with FramedStream(stream) as framed:
                 await framed.send(m.Cancel(0, "").encode())
-                values = await framed.receive()
+                reply = m.parse_message((await framed.receive())[0])
     except trio.TooSlowError:
         raise NetworkTimeoutError(
             f"cancel point {cancel_address} did not answer within {timeout:g} s",
@@ -52,7 +52,6 @@ async def cancel(
             f"could not reach cancel point {cancel_address}: {exc}",
             stop_reason=StopReason.CANCELLED, address=cancel_address,
         ) from None  # fmt: skip
-    reply = m.parse_message(values[0])
     if not isinstance(reply, m.Bye):
         detail = reply.detail if isinstance(reply, m.Reject) else type(reply).__name__
         raise HAIOError(
