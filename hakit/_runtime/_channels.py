@@ -13,13 +13,16 @@ Shape, and why:
   and each answer finds its caller. The decisions (ids, expiry, validating answers) are the
   sans-I/O `ChannelMachine`'s; this module moves bytes and wakes callers.
 * A caller parks until its outcome is in; one receiver task per connection routes the
-  answers, and one timer task per connection expires requests at the machine's deadlines, so
-  a request starts no task and enters no cancel scope. Frames are written by whichever task
+  answers (and lets the callers it woke run before it reads again), and one timer task per
+  connection expires requests at the machine's deadlines, so a request starts no task and
+  enters no cancel scope. Frames are written by whichever task
   finds the connection idle, together with any frames queued meanwhile, so a busy connection
   is written in batches with no extra task switch.
-* Every incoming message runs its handler in a task of its own in the node's nursery, so a
-  slow handler holds up nothing, and a handler may itself send requests (for instance forward
-  a write to the master) without deadlock.
+* Every incoming message runs its handler in a task of its own, so a slow handler holds up
+  nothing, and a handler may itself send requests (for instance forward a write to the
+  master) without deadlock. The tasks are a pool per incoming connection that take turns
+  reading (see `_Incoming`): the task that reads a request hands the reading to an idle task
+  and runs the handler itself, so an answer leaves with no task switch and no task started.
 """
 
 from __future__ import annotations
@@ -72,20 +75,24 @@ Handler = Callable[["ChannelMessage"], Awaitable[None]]
 
 #: Unsent bytes one connection may queue before senders wait for the peer to read.
 _MAX_UNSENT = 1024 * 1024
+#: Bytes asked of the stream per read on an outgoing channel connection.
+_RECEIVE_SIZE = 64 * 1024
+_OPEN = ch.ChannelState.OPEN
 _IO_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
 
 
-async def _after_waking_others() -> None:
-    """Let the tasks a reader just woke run before it reads again.
+class _Origin:
+    """Where an incoming message came from, and where its answer goes."""
 
-    A reader that goes straight back to its socket spends a failed read and an epoll
-    registration before the woken caller (or handler) sends its next frame, and that lies on
-    every round trip's critical path. Trio runs the tasks woken in one batch in the next one,
-    in either order, so two yields make sure they run first. A busy connection reads many
-    frames per batch, so this costs two task steps per batch, not per message.
-    """
-    await trio.lowlevel.cancel_shielded_checkpoint()
-    await trio.lowlevel.cancel_shielded_checkpoint()
+    __slots__ = ()
+
+    async def answer(self, req_id: int, parts: list[bytes]) -> None:
+        """Send the answer to request `req_id` (checked against its flags already)."""
+        raise NotImplementedError
+
+    async def fail(self, msg: m.ChannelFail) -> None:
+        """Send a failure instead of an answer."""
+        raise NotImplementedError
 
 
 class ChannelMessage:
@@ -102,7 +109,7 @@ class ChannelMessage:
         "_flags",
         "_limit",
         "_manager",
-        "_reply",
+        "_origin",
         "_req_id",
         "need_response",
         "parts",
@@ -112,21 +119,21 @@ class ChannelMessage:
     def __init__(
         self,
         manager: ChannelManager,
+        origin: _Origin,
         parts: list[bytes],
         sender: str,
         req_id: int,
         flags: int,
         limit: int,
-        reply: Callable[[m.Message], Awaitable[None]],
     ) -> None:
         self.parts = parts
         self.sender = sender
         self.need_response = req_id != 0
         self._manager = manager
+        self._origin = origin
         self._req_id = req_id
         self._flags = flags
         self._limit = limit
-        self._reply = reply
         self._answered = False
 
     def __repr__(self) -> str:
@@ -166,14 +173,19 @@ class ChannelMessage:
             raise InvalidArgumentError(
                 f"the request from {self.sender!r} was already answered; a request takes one answer"
             )
-        items: Any = parts[0] if len(parts) == 1 and isinstance(parts[0], list | tuple) else parts
-        data = ch.to_parts(items, what="answer")
+        if len(parts) == 1 and type(parts[0]) is bytes:
+            data = [parts[0]]  # the common answer, already in shape
+        else:
+            items: Any = parts
+            if len(parts) == 1 and isinstance(parts[0], list | tuple):
+                items = parts[0]
+            data = ch.to_parts(items, what="answer")
         self._answered = True
         manager = self._manager
         try:
             ch.check_answer(data, self._flags, self._limit)
         except InvalidArgumentError as exc:
-            await self._reply(
+            await self._origin.fail(
                 m.ChannelFail(
                     manager._node.generation,
                     self._req_id,
@@ -183,7 +195,7 @@ class ChannelMessage:
             )
             raise
         manager._answers_sent += 1
-        await self._reply(m.ChannelReply(manager._node.generation, self._req_id, data))
+        await self._origin.answer(self._req_id, data)
 
 
 class _Waiter:
@@ -213,12 +225,11 @@ class _Waiter:
             await trio.lowlevel.cancel_shielded_checkpoint()  # the outcome is in: keep it
             return
         self.task = trio.lowlevel.current_task()
+        await trio.lowlevel.wait_task_rescheduled(self._abort)
 
-        def abort(_: object) -> trio.lowlevel.Abort:
-            self.task = None
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        await trio.lowlevel.wait_task_rescheduled(abort)
+    def _abort(self, _: object) -> trio.lowlevel.Abort:
+        self.task = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
 
 class _Outbox:
@@ -302,8 +313,8 @@ class _Requester:
     (the first after an idle spell, or a shorter timeout) re-arms it.
     """
 
-    __slots__ = ("address", "dropped", "machine", "outbox", "rearm", "scope", "timer_deadline",
-                 "waiters")  # fmt: skip
+    __slots__ = ("address", "dropped", "machine", "outbox", "reader", "rearm", "scope",
+                 "timer_deadline", "waiters")  # fmt: skip
 
     def __init__(self, address: str, machine: ch.ChannelMachine) -> None:
         self.address = address
@@ -314,28 +325,139 @@ class _Requester:
         self.dropped = False
         self.timer_deadline = math.inf
         self.rearm = trio.Event()
+        #: The receiver task, while it waits for a caller it woke to run first.
+        self.reader: trio.lowlevel.Task | None = None
 
     @property
     def usable(self) -> bool:
         return not self.dropped and self.machine.state is ch.ChannelState.OPEN
 
+    def abort_reader_wait(self, _: object) -> trio.lowlevel.Abort:
+        """Abort the receiver's wait for a caller it woke (see `_receive_loop`)."""
+        self.reader = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
-class _Incoming:
-    """One connection another node opened to send us messages."""
+    def resume_reader(self) -> None:
+        """Let the receiver read again, if it waits for the callers it woke."""
+        task = self.reader
+        if task is not None:
+            self.reader = None
+            trio.lowlevel.reschedule(task)
 
-    __slots__ = ("closed", "outbox", "peer", "scope")
 
-    def __init__(self, peer: str) -> None:
+class _Turn(enum.Enum):
+    READ = "read"  #: the job of reading the connection
+
+
+#: What a worker of an incoming connection is handed: its turn to read, a handler to run on
+#: a message, or None: leave (the connection ended, or enough workers are idle).
+_Job = tuple[Handler, ChannelMessage] | _Turn | None
+
+#: Idle workers one incoming connection keeps for the next requests; beyond this, a worker
+#: that finishes its handler ends.
+_MAX_IDLE_WORKERS = 16
+
+
+class _Incoming(_Origin):
+    """One connection another node opened to send us messages, and its worker tasks.
+
+    Workers live in the connection's nursery and take turns: one reads while the others run
+    handlers or wait, idle, for a job. A reader that gets requests hands each but the last to
+    an idle worker (starting one if none is idle), hands its turn to read to another, and
+    runs the last handler itself. A request is thus answered by the task that read it, with
+    no task switch and, once the connection is warm, no task started; and a handler that
+    blocks holds up nothing, since the reading has already moved on.
+
+    Ending the connection is the reader's work (`ChannelManager._end_incoming`). A handler
+    still running then finishes; its answer is dropped.
+    """
+
+    __slots__ = ("closed", "framed", "idle", "node", "nursery", "outbox", "peer")
+
+    def __init__(self, node: Node, peer: str, framed: FramedStream) -> None:
+        self.node = node
         self.peer = peer
-        self.outbox: _Outbox | None = None
-        self.scope = trio.CancelScope()
+        self.framed = framed
+        self.outbox = _Outbox(framed, self._broken)
+        self.nursery: trio.Nursery | None = None
+        self.idle: list[_Worker] = []
         self.closed = False
 
-    async def reply(self, msg: m.Message) -> None:
-        if self.closed or self.outbox is None:
-            # The requester lost the connection; it already got UnavailableError.
+    def give(self, job: _Job, work: Callable[[_Incoming, _Job], Awaitable[None]]) -> None:
+        """Hand `job` to an idle worker, or to a new one (`work`) if none is idle."""
+        if self.idle:
+            worker = self.idle.pop()
+            worker.job = job
+            trio.lowlevel.reschedule(worker.task)
+        else:
+            assert self.nursery is not None
+            self.nursery.start_soon(work, self, job, name=work.__qualname__)
+
+    def _broken(self, detail: str) -> None:
+        # A write failed or was interrupted: the stream lost its frame boundaries. Closing
+        # it ends the read in progress (ClosedResourceError), and the reader ends the rest.
+        if not self.closed and self.nursery is not None:
+            self.nursery.start_soon(self._close_stream)
+
+    async def _close_stream(self) -> None:
+        with trio.CancelScope(shield=True):
+            await self.framed.aclose()
+
+    async def answer(self, req_id: int, parts: list[bytes]) -> None:
+        if self.closed:
+            return  # the requester lost the connection; it already got UnavailableError
+        await self.outbox.send(m.encode_channel_reply(self.node.generation, req_id, parts))
+
+    async def fail(self, msg: m.ChannelFail) -> None:
+        if self.closed:
             return
         await self.outbox.send(msg.encode())
+
+
+class _Worker:
+    """A worker task of an incoming connection, as it waits in the connection's idle list.
+
+    Built on trio's low-level park/reschedule: a worker parks once per request.
+    """
+
+    __slots__ = ("idle", "job", "task")
+
+    def __init__(self, idle: list[_Worker]) -> None:
+        self.idle = idle
+        self.task = trio.lowlevel.current_task()
+        self.job: _Job = None
+
+    async def park(self) -> _Job:
+        """Wait, idle, until a job is handed over (`_Incoming.give`)."""
+        self.idle.append(self)
+        await trio.lowlevel.wait_task_rescheduled(self._abort)
+        job, self.job = self.job, None
+        return job
+
+    def _abort(self, _: object) -> trio.lowlevel.Abort:
+        self.idle.remove(self)  # still listed: whoever takes a worker reschedules it at once
+        return trio.lowlevel.Abort.SUCCEEDED
+
+
+class _LocalOrigin(_Origin):
+    """A message this node sent itself (the master channel on the master, or its own name)."""
+
+    __slots__ = ("loopback", "manager")
+
+    def __init__(self, manager: ChannelManager, loopback: _Requester) -> None:
+        self.manager = manager
+        self.loopback = loopback
+
+    async def answer(self, req_id: int, parts: list[bytes]) -> None:
+        await self._deliver(m.ChannelReply(self.manager._node.generation, req_id, parts))
+
+    async def fail(self, msg: m.ChannelFail) -> None:
+        await self._deliver(msg)
+
+    async def _deliver(self, msg: m.Message) -> None:
+        loopback = self.loopback
+        self.manager._on_events(loopback, loopback.machine.receive(msg))
+        await trio.lowlevel.checkpoint()
 
 
 class Channel(trio.abc.AsyncResource):
@@ -679,31 +801,65 @@ class ChannelManager:
         multiple: bool,
         limit: int | None,
     ) -> bytes | list[bytes]:
-        self._ensure_guard()
+        # Once per request: every step here costs, so the common case goes straight through.
+        if self._closing or not self._guarded:
+            self._ensure_guard()
         address = self._route(target)
         now = trio.current_time()
-        deadline = now + timeout
-        requester = await self._connection(address, deadline) if address else self._loopback()
-        machine = requester.machine
-        msg = machine.request(parts, now=now, timeout=timeout, multiple=multiple, limit=limit)
-        req_id = msg.req_id
+        if not address:
+            return await self._request_locally(parts, now, timeout, multiple, limit)
+        requester = self._out.get(address)
+        if requester is None or requester.dropped or requester.machine.state is not _OPEN:
+            requester = await self._connection(address, now + timeout)
+        req_id, frame = requester.machine.request_frame(parts, now, timeout, multiple, limit)
         waiter = _Waiter()
         requester.waiters[req_id] = waiter
         self._messages_sent += 1
         self._requests_sent += 1
-        if deadline < requester.timer_deadline:
+        if now + timeout < requester.timer_deadline:
             requester.rearm.set()
+        outbox = requester.outbox
+        assert outbox is not None
         try:
-            outbox = requester.outbox
-            if outbox is None:
-                self._local_request(requester, msg)
-            elif outbox.push(msg.encode()):
+            if outbox.push(frame):
                 await outbox.flush()
+            if waiter.done:  # answered while the request was written: keep the outcome
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            else:  # waiter.wait(), inline: one coroutine less on every resumption
+                waiter.task = trio.lowlevel.current_task()
+                await trio.lowlevel.wait_task_rescheduled(waiter._abort)
+        finally:
+            # Whether woken or cancelled, the receiver may wait for this task to run (see
+            # `_receive_loop`).
+            if requester.reader is not None:
+                requester.resume_reader()
+            if not waiter.done:  # cancelled: an answer coming later is dropped
+                requester.machine.abandon(req_id)
+                requester.waiters.pop(req_id, None)
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.value
+
+    async def _request_locally(
+        self, parts: list[bytes], now: float, timeout: float, multiple: bool, limit: int | None
+    ) -> bytes | list[bytes]:
+        """`_request` to this node itself: the handler runs here, in a task of its own."""
+        loopback = self._loopback()
+        machine = loopback.machine
+        msg = machine.request(parts, now=now, timeout=timeout, multiple=multiple, limit=limit)
+        waiter = _Waiter()
+        loopback.waiters[msg.req_id] = waiter
+        self._messages_sent += 1
+        self._requests_sent += 1
+        if now + timeout < loopback.timer_deadline:
+            loopback.rearm.set()
+        try:
+            self._local_request(loopback, msg)
             await waiter.wait()
         finally:
             if not waiter.done:  # cancelled: an answer coming later is dropped
-                machine.abandon(req_id)
-                requester.waiters.pop(req_id, None)
+                machine.abandon(msg.req_id)
+                loopback.waiters.pop(msg.req_id, None)
         if waiter.error is not None:
             raise waiter.error
         return waiter.value
@@ -732,11 +888,8 @@ class ChannelManager:
         parts: list[bytes],
         loopback: _Requester,
     ) -> None:
-        async def reply(answer: m.Message) -> None:
-            self._on_events(loopback, loopback.machine.receive(answer))
-            await trio.lowlevel.checkpoint()
-
-        message = ChannelMessage(self, parts, self._node.name, req_id, flags, limit, reply)
+        origin = _LocalOrigin(self, loopback)
+        message = ChannelMessage(self, origin, parts, self._node.name, req_id, flags, limit)
         self._received(message)
         self._start(self._run_handler, handler, message)
 
@@ -800,10 +953,14 @@ class ChannelManager:
         try:
             try:
                 stream = await connect(address, network=node._network, source=node.name)
-                framed = FramedStream(stream, max_frame_size=node.max_frame_size)
+                # Answers are small: reads of 64 KiB cost less than the default 256 KiB (a
+                # buffer that size is allocated for every read, and shrunk to what came).
+                framed = FramedStream(
+                    stream, max_frame_size=node.max_frame_size, receive_size=_RECEIVE_SIZE
+                )
                 await framed.send(machine.hello().encode())
                 values = await framed.receive()
-                events = [e for v in values for e in machine.receive(ch.parse_channel_message(v))]
+                events = [e for v in values for e in machine.receive_value(v)]
             except EOFError:
                 raise self._unavailable(address, "the peer closed the connection at once") from None
             except (*_IO_ERRORS, RemoteProtocolError, ValueError) as exc:
@@ -831,15 +988,41 @@ class ChannelManager:
             with requester.scope:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._run_timer, requester)
+                    waiters = requester.waiters
+                    take_answer = machine.take_answer
+                    reschedule = trio.lowlevel.reschedule
                     try:
                         while True:
-                            for value in await framed.receive():
-                                events = machine.receive(ch.parse_channel_message(value))
-                                self._on_events(requester, events)
+                            values = await framed.receive()
+                            waiting = len(waiters)  # counted now: the timer also wakes callers
+                            for value in values:
+                                answer = take_answer(value)  # the common case, in few steps
+                                if answer is None:
+                                    self._on_events(requester, machine.receive_value(value))
+                                    continue
+                                waiter = waiters.pop(answer[0], None)
+                                if waiter is not None:
+                                    self._answers_received += 1
+                                    waiter.value = answer[1]
+                                    waiter.done = True  # waiter.finish(), inline
+                                    task = waiter.task
+                                    if task is not None:
+                                        waiter.task = None
+                                        reschedule(task)
                             if machine.state is ch.ChannelState.CLOSED:
                                 detail = machine.close_detail
                                 break
-                            await _after_waking_others()
+                            if len(waiters) < waiting:
+                                # Wait until a caller it woke runs (it wakes this task as it
+                                # leaves `_request`): reading at once would spend a failed
+                                # read and an epoll registration before that caller sends its
+                                # next request, on every round trip's critical path; and
+                                # yielding costs a task step per round and may not be enough,
+                                # since trio runs each batch of tasks in either order.
+                                requester.reader = trio.lowlevel.current_task()
+                                await trio.lowlevel.wait_task_rescheduled(
+                                    requester.abort_reader_wait
+                                )
                     except EOFError:
                         detail = "the peer closed the connection"
                     except (*_IO_ERRORS, RemoteProtocolError) as exc:
@@ -912,64 +1095,107 @@ class ChannelManager:
             node._refuse(hello.node or "unnamed node", answer.detail)
             await node._send_and_close(framed, answer.encode())
             return
-        incoming = _Incoming(hello.node)
-        incoming.outbox = _Outbox(framed, lambda _detail: incoming.scope.cancel())
+        incoming = _Incoming(node, hello.node, framed)
         self._incoming.add(incoming)
         node._record(ChannelConnected(node._now(), node.name, hello.node, None, True))
+        try:
+            async with trio.open_nursery() as nursery:
+                incoming.nursery = nursery
+                await incoming.outbox.send(answer.encode())
+                await self._work(incoming, _Turn.READ)  # this task is the first worker
+        finally:
+            # The reader ends the connection; this is for a hello that could not be sent.
+            await self._end_incoming(incoming, "the connection was closed")
+
+    async def _work(self, incoming: _Incoming, job: _Job) -> None:
+        """One worker task of an incoming connection (see `_Incoming`)."""
+        worker = _Worker(incoming.idle)
+        while True:
+            if job is _Turn.READ:
+                job = await self._read(incoming)
+            if job is None or job is _Turn.READ:
+                return
+            handler, message = job
+            await self._run_handler(handler, message)
+            if incoming.closed or len(incoming.idle) >= _MAX_IDLE_WORKERS:
+                return
+            job = await worker.park()
+
+    async def _read(self, incoming: _Incoming) -> _Job:
+        """Take a turn reading: return the first handler to run once the turn is handed on.
+
+        Returns:
+            The handler and message this worker runs; None once the connection ended.
+        """
+        receive = incoming.framed.receive
+        work = self._work
+        node = self._node
+        mine: _Job = None
         detail = "the connection was closed"
         try:
-            with incoming.scope:
-                await incoming.outbox.send(answer.encode())
-                try:
-                    while True:
-                        for value in await framed.receive():
-                            msg = ch.parse_channel_message(value)
-                            if not isinstance(msg, m.ChannelMsg):
-                                raise RemoteProtocolError(
-                                    f"unexpected {type(msg).__name__} on a channel connection"
+            while True:
+                for value in await receive():
+                    req_id, flags, limit, parts = ch.read_request(value)
+                    if self._closing:
+                        continue  # no handler may start; the requester sees the connection close
+                    handler = self._handler
+                    if handler is None:
+                        self._unhandled += 1
+                        if req_id:
+                            await incoming.fail(
+                                m.ChannelFail(
+                                    node.generation,
+                                    req_id,
+                                    int(ch.ChannelFailCode.NO_SERVER),
+                                    f"node {node.name!r} has no message handler (set_msg_dispatch)",
                                 )
-                            ch.check_request(msg)
-                            await self._dispatch(incoming, msg)
-                        await _after_waking_others()
-                except EOFError:
-                    detail = "the peer closed the connection"
-                except (*_IO_ERRORS, RemoteProtocolError) as exc:
-                    detail = str(exc) or type(exc).__name__
-            if incoming.outbox.broken is not None:
-                detail = incoming.outbox.broken
-        finally:
-            if self._node_closing():
-                detail = f"node {node.name!r} is closing"
-            incoming.closed = True
-            self._incoming.discard(incoming)
-            node._record(
-                ChannelDisconnected(node._now(), node.name, hello.node, None, True, detail, 0)
-            )
-            with trio.CancelScope(shield=True):
-                await framed.aclose()
-
-    async def _dispatch(self, incoming: _Incoming, msg: m.ChannelMsg) -> None:
-        if self._closing:
-            return  # no handler may start; the requester learns it from the closed connection
-        handler = self._handler
-        if handler is None:
-            self._unhandled += 1
-            if msg.req_id:
-                node = self._node
-                await incoming.reply(
-                    m.ChannelFail(
-                        node.generation,
-                        msg.req_id,
-                        int(ch.ChannelFailCode.NO_SERVER),
-                        f"node {node.name!r} has no message handler (set_msg_dispatch)",
+                            )
+                        continue
+                    message = ChannelMessage(
+                        self, incoming, parts, incoming.peer, req_id, flags, limit
                     )
-                )
+                    self._messages_received += 1
+                    if req_id:
+                        self._requests_received += 1
+                    if mine is not None:
+                        incoming.give(mine, work)
+                    mine = (handler, message)
+                if mine is not None:
+                    incoming.give(_Turn.READ, work)
+                    return mine
+        except EOFError:
+            detail = "the peer closed the connection"
+        except (*_IO_ERRORS, RemoteProtocolError) as exc:
+            detail = str(exc) or type(exc).__name__
+        except BaseException:
+            await self._end_incoming(incoming, detail)
+            raise
+        if mine is not None:  # read before the bad frame: it still runs, as every message does
+            incoming.give(mine, work)
+        await self._end_incoming(incoming, detail)
+        return None
+
+    async def _end_incoming(self, incoming: _Incoming, detail: str) -> None:
+        """End an incoming connection: send idle workers away, record it, close the stream."""
+        if incoming.closed:
             return
-        message = ChannelMessage(
-            self, msg.parts, incoming.peer, msg.req_id, msg.flags, msg.limit, incoming.reply
+        incoming.closed = True
+        idle = incoming.idle
+        while idle:
+            worker = idle.pop()
+            worker.job = None
+            trio.lowlevel.reschedule(worker.task)
+        node = self._node
+        if self._node_closing():
+            detail = f"node {node.name!r} is closing"
+        elif incoming.outbox.broken is not None:
+            detail = incoming.outbox.broken
+        self._incoming.discard(incoming)
+        node._record(
+            ChannelDisconnected(node._now(), node.name, incoming.peer, None, True, detail, 0)
         )
-        self._received(message)
-        self._start(self._run_handler, handler, message)
+        with trio.CancelScope(shield=True):
+            await incoming.framed.aclose()
 
     def _received(self, message: ChannelMessage) -> None:
         self._messages_received += 1
@@ -999,7 +1225,7 @@ class ChannelManager:
         if message.need_response and not message._answered:
             message._answered = True
             fail = m.ChannelFail(node.generation, message._req_id, int(code), detail)
-            await message._reply(fail)
+            await message._origin.fail(fail)
 
     # -- node lifetime ---------------------------------------------------------------------------
     def _ensure_guard(self) -> None:

@@ -13,6 +13,8 @@ import enum
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
+import msgpack
+
 from ._codec import array_header, frame, pack
 from ._errors import RemoteProtocolError
 
@@ -237,6 +239,23 @@ class Cancel(Message):
 
 _CHANNEL_MSG = int(Kind.CHANNEL_MSG)
 _CHANNEL_REPLY = int(Kind.CHANNEL_REPLY)
+# Requests and answers are framed once each, on every round trip: one Packer serves them all,
+# where `pack` (msgpack.packb) builds a new one per call, which costs as much as the packing.
+_channel_pack = msgpack.Packer(use_bin_type=True).pack
+
+
+def encode_channel_msg(
+    generation: int, req_id: int, flags: int, limit: int, parts: list[Any]
+) -> bytes:
+    """The frame of ``ChannelMsg(generation, req_id, flags, limit, parts)``, built directly."""
+    payload: bytes = _channel_pack([_CHANNEL_MSG, generation, req_id, flags, limit, parts])
+    return len(payload).to_bytes(4, "big") + payload
+
+
+def encode_channel_reply(generation: int, req_id: int, parts: list[Any]) -> bytes:
+    """The frame of ``ChannelReply(generation, req_id, parts)``, built directly."""
+    payload: bytes = _channel_pack([_CHANNEL_REPLY, generation, req_id, parts])
+    return len(payload).to_bytes(4, "big") + payload
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,11 +291,8 @@ class ChannelMsg(Message):
     def to_wire(self) -> list[Any]:  # once per request: skip the generic field walk
         return [_CHANNEL_MSG, self.generation, self.req_id, self.flags, self.limit, self.parts]
 
-    def encode(self) -> bytes:  # once per request: frame it in place
-        payload = pack(
-            [_CHANNEL_MSG, self.generation, self.req_id, self.flags, self.limit, self.parts]
-        )
-        return len(payload).to_bytes(4, "big") + payload
+    def encode(self) -> bytes:
+        return encode_channel_msg(self.generation, self.req_id, self.flags, self.limit, self.parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,9 +306,8 @@ class ChannelReply(Message):
     def to_wire(self) -> list[Any]:  # once per answer: skip the generic field walk
         return [_CHANNEL_REPLY, self.generation, self.req_id, self.parts]
 
-    def encode(self) -> bytes:  # once per answer: frame it in place
-        payload = pack([_CHANNEL_REPLY, self.generation, self.req_id, self.parts])
-        return len(payload).to_bytes(4, "big") + payload
+    def encode(self) -> bytes:
+        return encode_channel_reply(self.generation, self.req_id, self.parts)
 
 
 @dataclass(frozen=True, slots=True)
