@@ -12,8 +12,8 @@ Roles (the parent drives them over stdin/stdout, one JSON object per output line
   deadline, then connects and does three request/response round trips.
 * ``msgecho plain|shaped``: message-channel ceiling server. Answers each ``[id, payload]``
   request with the same value, decoded and encoded again. ``plain``: all answers to one read
-  leave in one ``send_all``. ``shaped``: in the task shape of hakit's channel server, a task
-  per request sends its answer and the reader yields twice after each read (1 outstanding
+  leave in one ``send_all``. ``shaped``: in the task shape of hakit's channel server, the
+  task that read a request hands the next read to another task, then answers (1 outstanding
   only: two answers must not be sent at once).
 * ``responder``: a hakit node on 127.0.0.1 whose message handler answers every request with
   the request's parts.
@@ -33,13 +33,12 @@ import signal
 import sys
 import traceback
 from collections.abc import Awaitable, Callable
-from functools import partial
 from typing import Any
 
 import trio
 
 from ._frames import FrameReader, LineReader, frame
-from ._util import now, spin, spin_until, yield_twice
+from ._util import now, spin, spin_until
 
 _PR_SET_PDEATHSIG = 1
 #: Roles that take no commands: they serve until their stdin closes.
@@ -112,26 +111,46 @@ async def _echo_handler(stream: trio.SocketStream) -> None:
             await stream.send_all(b"".join(answers))
 
 
-async def _msgecho_handler(shaped: bool, stream: trio.SocketStream) -> None:
+async def _msgecho_plain(stream: trio.SocketStream) -> None:
     reader = FrameReader(stream)
-    async with stream, trio.open_nursery() as nursery:
+    async with stream:
         while True:
             try:
                 values = await reader.receive()
             except EOFError:
                 return
-            if not shaped:
-                await stream.send_all(b"".join(frame(value) for value in values))
-                continue
-            for value in values:
-                nursery.start_soon(stream.send_all, frame(value))
-            await yield_twice()
+            await stream.send_all(b"".join(frame(value) for value in values))
+
+
+async def _msgecho_shaped(stream: trio.SocketStream) -> None:
+    """Two tasks take turns reading: the one that read a request hands the next read to
+    the other, then answers and parks until its turn comes back."""
+    reader = FrameReader(stream)
+    parked: list[trio.lowlevel.Task] = []
+
+    async def worker() -> None:
+        while True:
+            try:
+                values = await reader.receive()
+            except EOFError:
+                nursery.cancel_scope.cancel()
+                return
+            if parked:
+                trio.lowlevel.reschedule(parked.pop())
+            else:
+                nursery.start_soon(worker)
+            await stream.send_all(b"".join(frame(value) for value in values))
+            parked.append(trio.lowlevel.current_task())
+            await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.SUCCEEDED)
+
+    async with stream, trio.open_nursery() as nursery:
+        nursery.start_soon(worker)
 
 
 async def _msgecho_main(mode: str) -> None:
     if mode not in ("plain", "shaped"):
         raise ValueError(f"msgecho mode must be plain or shaped, not {mode!r}")
-    await _serve(partial(_msgecho_handler, mode == "shaped"))
+    await _serve(_msgecho_shaped if mode == "shaped" else _msgecho_plain)
 
 
 async def _snaprx(host: str, port: int) -> None:

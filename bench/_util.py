@@ -14,8 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import trio
-
 now = time.perf_counter
 
 
@@ -71,13 +69,6 @@ def latency_us(latencies: list[float]) -> dict[str, float]:
         "p50_us": percentile(latencies, 0.5) * 1e6,
         "p99_us": percentile(latencies, 0.99) * 1e6,
     }
-
-
-async def yield_twice() -> None:
-    """Let the tasks this one just woke run first (trio runs them in the next batch, in
-    either order): the shape of hakit's channel readers after each read."""
-    await trio.lowlevel.cancel_shielded_checkpoint()
-    await trio.lowlevel.cancel_shielded_checkpoint()
 
 
 @dataclass

@@ -12,12 +12,14 @@ Shape, and why:
   every `Channel` of the node; requests on it are numbered, so any number may be outstanding
   and each answer finds its caller. The decisions (ids, expiry, validating answers) are the
   sans-I/O `ChannelMachine`'s; this module moves bytes and wakes callers.
-* A caller parks until its outcome is in; one receiver task per connection routes the
-  answers (and lets the callers it woke run before it reads again), and one timer task per
-  connection expires requests at the machine's deadlines, so a request starts no task and
-  enters no cancel scope. Frames are written by whichever task
-  finds the connection idle, together with any frames queued meanwhile, so a busy connection
-  is written in batches with no extra task switch.
+* A caller that finds its connection unread reads it itself until its answer is in,
+  routing the other callers' answers on the way; the others park until theirs is in. With
+  one request outstanding an answer thus reaches its caller with no task switch. A watcher
+  task per connection reads while no caller does (so a peer closing an idle connection is
+  seen), and a timer task per connection expires requests at the machine's deadlines (a
+  reading caller's read is cancelled then), so a request starts no task. Frames are written
+  by whichever task finds the connection idle, together with any frames queued meanwhile,
+  so a busy connection is written in batches with no extra task switch.
 * Every incoming message runs its handler in a task of its own, so a slow handler holds up
   nothing, and a handler may itself send requests (for instance forward a write to the
   master) without deadlock. The tasks are a pool per incoming connection that take turns
@@ -75,9 +77,10 @@ Handler = Callable[["ChannelMessage"], Awaitable[None]]
 
 #: Unsent bytes one connection may queue before senders wait for the peer to read.
 _MAX_UNSENT = 1024 * 1024
-#: Bytes asked of the stream per read on an outgoing channel connection.
+#: Bytes asked of the stream per read on a channel connection (both ways: messages are small).
 _RECEIVE_SIZE = 64 * 1024
 _OPEN = ch.ChannelState.OPEN
+_CLOSED = ch.ChannelState.CLOSED
 _IO_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
 
 
@@ -205,11 +208,13 @@ class _Waiter:
     once per request, and this is the cheapest way trio offers to do that.
     """
 
-    __slots__ = ("done", "error", "task", "value")
+    __slots__ = ("done", "error", "scope", "task", "value")
 
     def __init__(self) -> None:
         self.done = False
         self.task: trio.lowlevel.Task | None = None
+        #: The caller's cancel scope while it reads the connection itself (see `_Requester`).
+        self.scope: trio.CancelScope | None = None
         self.value: bytes | list[bytes] = b""
         self.error: BaseException | None = None
 
@@ -219,6 +224,8 @@ class _Waiter:
         if task is not None:
             self.task = None
             trio.lowlevel.reschedule(task)
+        elif self.scope is not None:  # the caller is reading: stop its read (cancel-safe)
+            self.scope.cancel()
 
     async def wait(self) -> None:
         if self.done:
@@ -308,40 +315,54 @@ class _Outbox:
 class _Requester:
     """The requester's side of one channel connection (or of the local loopback).
 
+    Answers are read by whichever task finds the connection unread: a caller that has sent
+    its request and finds nobody reading reads for itself, routes every answer that comes
+    (waking the callers they belong to) until its own is in, then leaves. With one request
+    outstanding the answer thus reaches its caller with no task switch, as in a bare
+    send-then-receive loop. The watcher task (`ChannelManager._receive_loop`) reads while no
+    caller does, so a peer that closes, or a late answer, is seen while the connection idles.
+
     Its timer task sleeps until the machine's earliest deadline and expires what is due, so
-    a request needs no cancel scope of its own; a request due before the timer's deadline
-    (the first after an idle spell, or a shorter timeout) re-arms it.
+    a parked request needs no cancel scope of its own; a request due before the timer's
+    deadline (the first after an idle spell, or a shorter timeout) re-arms it.
     """
 
-    __slots__ = ("address", "dropped", "machine", "outbox", "reader", "rearm", "scope",
-                 "timer_deadline", "waiters")  # fmt: skip
+    __slots__ = ("address", "dropped", "framed", "machine", "outbox", "reading", "rearm",
+                 "scope", "timer_deadline", "waiters", "watcher")  # fmt: skip
 
     def __init__(self, address: str, machine: ch.ChannelMachine) -> None:
         self.address = address
         self.machine = machine
         self.waiters: dict[int, _Waiter] = {}
-        self.outbox: _Outbox | None = None  # None: the local loopback
+        self.framed: FramedStream | None = None  # None: the local loopback
+        self.outbox: _Outbox | None = None
         self.scope = trio.CancelScope()
         self.dropped = False
         self.timer_deadline = math.inf
         self.rearm = trio.Event()
-        #: The receiver task, while it waits for a caller it woke to run first.
-        self.reader: trio.lowlevel.Task | None = None
+        #: Whether a task (a caller, or the watcher) is reading the connection.
+        self.reading = False
+        #: The watcher task, while it is parked (see `_receive_loop`).
+        self.watcher: trio.lowlevel.Task | None = None
 
     @property
     def usable(self) -> bool:
         return not self.dropped and self.machine.state is ch.ChannelState.OPEN
 
-    def abort_reader_wait(self, _: object) -> trio.lowlevel.Abort:
-        """Abort the receiver's wait for a caller it woke (see `_receive_loop`)."""
-        self.reader = None
+    async def park_watcher(self) -> None:
+        """Park the watcher until a caller leaves `_request` (`resume_watcher`)."""
+        self.watcher = trio.lowlevel.current_task()
+        await trio.lowlevel.wait_task_rescheduled(self._abort_watcher_wait)
+
+    def _abort_watcher_wait(self, _: object) -> trio.lowlevel.Abort:
+        self.watcher = None
         return trio.lowlevel.Abort.SUCCEEDED
 
-    def resume_reader(self) -> None:
-        """Let the receiver read again, if it waits for the callers it woke."""
-        task = self.reader
+    def resume_watcher(self) -> None:
+        """Let the watcher look again, if it is parked."""
+        task = self.watcher
         if task is not None:
-            self.reader = None
+            self.watcher = None
             trio.lowlevel.reschedule(task)
 
 
@@ -825,14 +846,16 @@ class ChannelManager:
                 await outbox.flush()
             if waiter.done:  # answered while the request was written: keep the outcome
                 await trio.lowlevel.cancel_shielded_checkpoint()
+            elif not requester.reading:  # nobody reads the connection: read it ourselves
+                await self._read_until_answered(requester, waiter)
             else:  # waiter.wait(), inline: one coroutine less on every resumption
                 waiter.task = trio.lowlevel.current_task()
                 await trio.lowlevel.wait_task_rescheduled(waiter._abort)
         finally:
-            # Whether woken or cancelled, the receiver may wait for this task to run (see
-            # `_receive_loop`).
-            if requester.reader is not None:
-                requester.resume_reader()
+            # Whether woken or cancelled, or done reading, the watcher may wait for this
+            # task to leave (see `_receive_loop`).
+            if requester.watcher is not None:
+                requester.resume_watcher()
             if not waiter.done:  # cancelled: an answer coming later is dropped
                 requester.machine.abandon(req_id)
                 requester.waiters.pop(req_id, None)
@@ -975,13 +998,68 @@ class ChannelManager:
                 with trio.CancelScope(shield=True):
                     await framed.aclose()
             raise
+        requester.framed = framed
         requester.outbox = _Outbox(framed, lambda detail: self._drop(requester, detail))
         self._out[address] = requester
         assert machine.peer is not None
         node._record(ChannelConnected(node._now(), node.name, machine.peer, address, False))
         return requester
 
+    async def _read_until_answered(self, requester: _Requester, waiter: _Waiter) -> None:
+        """A caller's turn to read its connection: route answers until its own is in.
+
+        The read is cancel-safe: cancelled (by the caller's own scopes, or by `_Waiter.finish`
+        when the request times out or the connection is dropped), it leaves every byte not
+        yet decoded for the next reader.
+        """
+        requester.reading = True
+        framed = requester.framed
+        assert framed is not None
+        try:
+            with trio.CancelScope() as scope:
+                waiter.scope = scope
+                while not waiter.done:
+                    self._route_answers(requester, await framed.receive())
+                    if requester.machine.state is _CLOSED:
+                        self._drop(requester, requester.machine.close_detail)
+        except EOFError:
+            self._drop(requester, "the peer closed the connection")
+        except (*_IO_ERRORS, RemoteProtocolError) as exc:
+            self._drop(requester, str(exc) or type(exc).__name__)
+        finally:
+            waiter.scope = None
+            requester.reading = False
+
+    def _route_answers(self, requester: _Requester, values: list[Any]) -> int:
+        """Hand each answer in `values` to its caller; return how many callers were woken.
+
+        Raises:
+            RemoteProtocolError: a value is not a message the requester's side accepts.
+        """
+        machine = requester.machine
+        waiters = requester.waiters
+        woken = 0
+        for value in values:
+            answer = machine.take_answer(value)  # the common case, in few steps
+            if answer is None:
+                waiting = len(waiters)
+                self._on_events(requester, machine.receive_value(value))
+                woken += waiting - len(waiters)
+                continue
+            waiter = waiters.pop(answer[0], None)
+            if waiter is not None:
+                self._answers_received += 1
+                waiter.value = answer[1]
+                waiter.done = True  # waiter.finish(), inline; a reading caller is this task
+                task = waiter.task
+                if task is not None:
+                    waiter.task = None
+                    trio.lowlevel.reschedule(task)
+                    woken += 1
+        return woken
+
     async def _receive_loop(self, requester: _Requester, framed: FramedStream) -> None:
+        """The watcher of an outgoing connection: read it whenever no caller does."""
         machine = requester.machine
         detail = "the connection was closed"
         try:
@@ -989,40 +1067,39 @@ class ChannelManager:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._run_timer, requester)
                     waiters = requester.waiters
-                    take_answer = machine.take_answer
-                    reschedule = trio.lowlevel.reschedule
+                    deferred = False
                     try:
                         while True:
-                            values = await framed.receive()
-                            waiting = len(waiters)  # counted now: the timer also wakes callers
-                            for value in values:
-                                answer = take_answer(value)  # the common case, in few steps
-                                if answer is None:
-                                    self._on_events(requester, machine.receive_value(value))
-                                    continue
-                                waiter = waiters.pop(answer[0], None)
-                                if waiter is not None:
-                                    self._answers_received += 1
-                                    waiter.value = answer[1]
-                                    waiter.done = True  # waiter.finish(), inline
-                                    task = waiter.task
-                                    if task is not None:
-                                        waiter.task = None
-                                        reschedule(task)
-                            if machine.state is ch.ChannelState.CLOSED:
+                            if requester.reading:  # a caller reads: wait until it leaves
+                                await requester.park_watcher()
+                                deferred = False
+                                continue
+                            if waiters and not deferred:
+                                # A caller that just wrote its request is about to read for
+                                # itself once its write's checkpoint returns: give it that
+                                # scheduling round. A caller whose write must wait for the
+                                # peer does not come back in time, and this task reads
+                                # meanwhile, so answers are never left unread behind a write.
+                                deferred = True
+                                await trio.lowlevel.cancel_shielded_checkpoint()
+                                continue
+                            deferred = False
+                            requester.reading = True
+                            try:
+                                values = await framed.receive()
+                            finally:
+                                requester.reading = False
+                            woken = self._route_answers(requester, values)
+                            if machine.state is _CLOSED:
                                 detail = machine.close_detail
                                 break
-                            if len(waiters) < waiting:
-                                # Wait until a caller it woke runs (it wakes this task as it
-                                # leaves `_request`): reading at once would spend a failed
-                                # read and an epoll registration before that caller sends its
-                                # next request, on every round trip's critical path; and
-                                # yielding costs a task step per round and may not be enough,
-                                # since trio runs each batch of tasks in either order.
-                                requester.reader = trio.lowlevel.current_task()
-                                await trio.lowlevel.wait_task_rescheduled(
-                                    requester.abort_reader_wait
-                                )
+                            if woken:
+                                # Wait until a caller it woke leaves `_request`: that caller
+                                # then finds the connection unread, and reads the answer to
+                                # its next request itself, with no task switch. Reading at
+                                # once instead would put this task between every answer and
+                                # its caller again.
+                                await requester.park_watcher()
                     except EOFError:
                         detail = "the peer closed the connection"
                     except (*_IO_ERRORS, RemoteProtocolError) as exc:
@@ -1095,6 +1172,7 @@ class ChannelManager:
             node._refuse(hello.node or "unnamed node", answer.detail)
             await node._send_and_close(framed, answer.encode())
             return
+        framed.receive_size = _RECEIVE_SIZE  # requests are small, as answers are (see `_open`)
         incoming = _Incoming(node, hello.node, framed)
         self._incoming.add(incoming)
         node._record(ChannelConnected(node._now(), node.name, hello.node, None, True))

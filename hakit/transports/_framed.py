@@ -23,9 +23,11 @@ class FramedStream(trio.abc.AsyncResource):
 
     Attributes:
         stream: the underlying stream.
+        receive_size: how many bytes to ask the stream for per read; may be changed between
+            reads (a connection whose use is known after its first frame, say).
     """
 
-    __slots__ = ("_decoder", "_receive_size", "stream")
+    __slots__ = ("_decoder", "receive_size", "stream")
 
     def __init__(
         self,
@@ -38,7 +40,7 @@ class FramedStream(trio.abc.AsyncResource):
             raise ValueError("receive_size must be at least 1")
         self.stream = stream
         self._decoder = FrameDecoder(max_frame_size)
-        self._receive_size = receive_size
+        self.receive_size = receive_size
 
     def __repr__(self) -> str:
         return f"<FramedStream over {self.stream!r}>"
@@ -67,7 +69,7 @@ class FramedStream(trio.abc.AsyncResource):
         # Raises the error of a bad frame that followed the frames returned by the last call.
         values = decoder.drain()
         receive_some = self.stream.receive_some
-        size = self._receive_size
+        size = self.receive_size
         while not values:
             data = await receive_some(size)
             if not data:

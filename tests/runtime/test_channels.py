@@ -523,6 +523,73 @@ async def test_connection_dies_while_waiting(nodes: Nodes, clock: trio.testing.M
     assert a.statistics().channels.outgoing_connections == 0
 
 
+async def test_others_get_their_answers_when_the_reading_caller_leaves(
+    nodes: Nodes, clock: trio.testing.MockClock
+) -> None:
+    # The first caller reads the connection for everyone while it waits; when it leaves
+    # early (its own timeout, or its own cancel scope), the others' answers still come.
+    a, b = await nodes.add("a"), await nodes.add("b")
+
+    async def after(msg: ChannelMessage) -> None:
+        await trio.sleep(float(msg.parts[0]))
+        await msg.respond(msg.parts[0])
+
+    b.set_msg_dispatch(after)
+    ch = a.channel(addr(b))
+    assert await ch.send_request(b"0") == b"0"  # connected, idle
+    outcomes: dict[str, object] = {}
+
+    async def ask(name: str, delay: bytes, timeout: float) -> None:
+        try:
+            outcomes[name] = (await ch.send_request(delay, timeout=timeout), trio.current_time())
+        except hakit.ChannelTimeoutError as exc:
+            outcomes[name] = exc
+
+    async def ask_then_give_up(delay: bytes, after_s: float) -> None:
+        with trio.move_on_after(after_s):
+            await ch.send_request(delay, timeout=60)
+        outcomes["cancelled"] = trio.current_time()
+
+    start = trio.current_time()
+    async with trio.open_nursery() as inner:
+        inner.start_soon(ask, "times out", b"5", 2)  # first: it reads for the others
+        await wait_until(lambda: b.statistics().channels.requests_received == 2)
+        inner.start_soon(ask_then_give_up, b"8", 3)
+        inner.start_soon(ask, "answered", b"4", 60)
+        inner.start_soon(ask, "answered later", b"6", 60)
+    assert isinstance(outcomes["times out"], hakit.ChannelTimeoutError)
+    assert outcomes["cancelled"] == pytest.approx(start + 3.01, abs=0.05)
+    assert outcomes["answered"] == (b"4", pytest.approx(start + 4.01, abs=0.1))
+    assert outcomes["answered later"] == (b"6", pytest.approx(start + 6.01, abs=0.1))
+    # The answers to the request that timed out and to the one cancelled come late: dropped.
+    await wait_until(lambda: a.statistics().channels.late_answers_dropped == 2, step=0.5)
+    assert await ch.send_request(b"0") == b"0"
+    stats = a.statistics().channels
+    assert (stats.requests_timed_out, stats.pending_requests, stats.outgoing_connections) == (
+        1,
+        0,
+        1,
+    )
+
+
+async def test_a_peer_closing_an_idle_connection_is_seen_and_the_next_request_reconnects(
+    nodes: Nodes, clock: trio.testing.MockClock
+) -> None:
+    a, b = await nodes.add("a"), await nodes.add("b")
+    b.set_msg_dispatch(echo)
+    ch = a.channel(addr(b))
+    assert await ch.send_request(b"1") == b"1"
+    (incoming,) = list(b._channels._incoming)
+    await incoming.framed.aclose()  # b drops the connection; a has nothing in flight
+    with trio.fail_after(1):  # seen while idle, not at the next request
+        await wait_until(lambda: len(a.events.of_type(hakit.ChannelDisconnected)) == 1)
+    (event,) = a.events.of_type(hakit.ChannelDisconnected)
+    assert event.failed_requests == 0
+    assert a.statistics().channels.outgoing_connections == 0
+    assert await ch.send_request(b"2") == b"2"  # on a new connection
+    assert len(a.events.of_type(hakit.ChannelConnected)) == 2
+
+
 async def test_no_response(nodes: Nodes, clock: trio.testing.MockClock) -> None:
     a, b = await nodes.add("a"), await nodes.add("b")
 
