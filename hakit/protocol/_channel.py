@@ -33,6 +33,7 @@ from ._errors import (
     UnavailableError,
 )
 from ._messages import (
+    PROTOCOL_VERSION,
     ChannelFail,
     ChannelHello,
     ChannelMsg,
@@ -277,8 +278,17 @@ def decide_channel_hello(
 
     Returns:
         Our own `ChannelHello` to accept, or a `ChannelFail` with request id 0 to refuse
-        (another cluster, or no name); the responder closes the connection after a refusal.
+        (another protocol version, another cluster, or no name); the responder closes the
+        connection after a refusal.
     """
+    if hello.version != PROTOCOL_VERSION:
+        return ChannelFail(
+            generation,
+            0,
+            int(ChannelFailCode.REFUSED),
+            f"node {hello.node!r} speaks protocol version {hello.version}, "
+            f"node {node!r} speaks version {PROTOCOL_VERSION}",
+        )
     if hello.cluster != cluster:
         return ChannelFail(
             generation,
@@ -290,7 +300,7 @@ def decide_channel_hello(
         return ChannelFail(
             generation, 0, int(ChannelFailCode.REFUSED), "the connecting node has no name"
         )
-    return ChannelHello(generation, node, cluster)
+    return ChannelHello(generation, node, cluster, PROTOCOL_VERSION)
 
 
 # -- events ---------------------------------------------------------------------------------
@@ -398,7 +408,7 @@ class ChannelMachine:
     # -- what to send ----------------------------------------------------------------------
     def hello(self) -> ChannelHello:
         """The first frame to send on the new connection."""
-        return ChannelHello(self.generation, self.node, self.cluster)
+        return ChannelHello(self.generation, self.node, self.cluster, PROTOCOL_VERSION)
 
     def message(self, parts: list[bytes]) -> ChannelMsg:
         """A one-way message (request id 0: no answer comes back)."""
@@ -538,6 +548,12 @@ class ChannelMachine:
                 raise RemoteProtocolError(
                     f"expected a ChannelHello from {self.target}, got {type(msg).__name__}"
                 )
+            if msg.version != PROTOCOL_VERSION:
+                detail = (
+                    f"{self.target} speaks protocol version {msg.version}, "
+                    f"this node speaks version {PROTOCOL_VERSION}"
+                )
+                return [Refused(detail), *self.connection_lost(detail)]
             if msg.cluster != self.cluster:
                 detail = f"{self.target} is in cluster {msg.cluster!r}, not {self.cluster!r}"
                 return [Refused(detail), *self.connection_lost(detail)]

@@ -260,9 +260,10 @@ def encode_channel_reply(generation: int, req_id: int, parts: list[Any]) -> byte
 
 @dataclass(frozen=True, slots=True)
 class ChannelHello(Message):
-    """First frame of a message channel connection, both ways: who I am, in which cluster.
+    """First frame of a message channel connection, both ways: who I am, where, how.
 
-    The connecting node sends it; the accepting node answers with its own, or refuses with
+    `node` and `cluster` name the sender; `version` is the `PROTOCOL_VERSION` it speaks. The
+    connecting node sends it; the accepting node answers with its own, or refuses with
     a `ChannelFail` of request id 0 and closes. Channel connections are separate from
     replication links (Berkeley DB's APP_CONNECTION), so application traffic never queues
     behind transactions.
@@ -271,6 +272,7 @@ class ChannelHello(Message):
     KIND = Kind.CHANNEL_HELLO
     node: str
     cluster: str
+    version: int
 
 
 @dataclass(frozen=True, slots=True)

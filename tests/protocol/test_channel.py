@@ -40,7 +40,9 @@ def open_machine(**overrides: Any) -> ChannelMachine:
     fields: dict[str, Any] = {"node": "a", "cluster": "hakit", "target": TARGET, "generation": 3}
     fields.update(overrides)
     machine = ChannelMachine(**fields)
-    assert machine.receive(m.ChannelHello(3, "b", fields["cluster"])) == [ch.Opened("b")]
+    assert machine.receive(m.ChannelHello(3, "b", fields["cluster"], m.PROTOCOL_VERSION)) == [
+        ch.Opened("b")
+    ]
     return machine
 
 
@@ -62,17 +64,17 @@ def fail(req_id: int, code: ChannelFailCode, detail: str = "why") -> m.ChannelFa
 def test_handshake_opens_and_names_the_peer() -> None:
     machine = ChannelMachine(node="a", cluster="hakit", target=TARGET, generation=2)
     hello = wire(machine.hello())
-    assert hello == m.ChannelHello(2, "a", "hakit")
+    assert hello == m.ChannelHello(2, "a", "hakit", m.PROTOCOL_VERSION)
     assert machine.state is ChannelState.CONNECTING
     assert isinstance(hello, m.ChannelHello)
     answer = decide_channel_hello(hello, node="b", cluster="hakit", generation=5)
-    assert answer == m.ChannelHello(5, "b", "hakit")
+    assert answer == m.ChannelHello(5, "b", "hakit", m.PROTOCOL_VERSION)
     assert machine.receive(wire(answer)) == [ch.Opened("b")]
     assert machine.state is ChannelState.OPEN and machine.peer == "b"
 
 
 def test_responder_refuses_another_cluster_and_the_requester_closes() -> None:
-    hello = m.ChannelHello(0, "intruder", "elsewhere")
+    hello = m.ChannelHello(0, "intruder", "elsewhere", m.PROTOCOL_VERSION)
     answer = decide_channel_hello(hello, node="b", cluster="hakit", generation=1)
     assert isinstance(answer, m.ChannelFail)
     assert (answer.req_id, answer.code) == (0, ChannelFailCode.REFUSED)
@@ -87,14 +89,30 @@ def test_responder_refuses_another_cluster_and_the_requester_closes() -> None:
 
 def test_responder_refuses_a_nameless_node() -> None:
     answer = decide_channel_hello(
-        m.ChannelHello(0, "", "hakit"), node="b", cluster="hakit", generation=1
+        m.ChannelHello(0, "", "hakit", m.PROTOCOL_VERSION), node="b", cluster="hakit", generation=1
     )
     assert isinstance(answer, m.ChannelFail) and "no name" in answer.detail
 
 
+def test_another_protocol_version_is_refused_both_ways() -> None:
+    newer = m.PROTOCOL_VERSION + 1
+    answer = decide_channel_hello(
+        m.ChannelHello(0, "a", "hakit", newer), node="b", cluster="hakit", generation=1
+    )
+    assert isinstance(answer, m.ChannelFail)
+    assert (answer.req_id, answer.code) == (0, ChannelFailCode.REFUSED)
+    assert answer.detail == (
+        f"node 'a' speaks protocol version {newer}, node 'b' speaks version {m.PROTOCOL_VERSION}"
+    )
+    machine = ChannelMachine(node="a", cluster="hakit", target=TARGET)
+    (refused, *failed) = machine.receive(m.ChannelHello(0, "b", "hakit", newer))
+    assert isinstance(refused, ch.Refused) and f"protocol version {newer}" in refused.detail
+    assert failed == [] and machine.state is ChannelState.CLOSED
+
+
 def test_requester_checks_the_peers_cluster_too() -> None:
     machine = ChannelMachine(node="a", cluster="hakit", target=TARGET)
-    (refused,) = machine.receive(m.ChannelHello(0, "b", "other"))
+    (refused,) = machine.receive(m.ChannelHello(0, "b", "other", m.PROTOCOL_VERSION))
     assert isinstance(refused, ch.Refused)
     assert machine.state is ChannelState.CLOSED
 
@@ -110,7 +128,7 @@ def test_unexpected_messages_on_an_open_connection() -> None:
     with pytest.raises(RemoteProtocolError, match="unexpected ChannelMsg"):
         machine.receive(m.ChannelMsg(0, 1, 0, 0, []))
     with pytest.raises(RemoteProtocolError, match="unexpected ChannelHello"):
-        machine.receive(m.ChannelHello(0, "b", "hakit"))
+        machine.receive(m.ChannelHello(0, "b", "hakit", m.PROTOCOL_VERSION))
 
 
 # -- requests and answers ----------------------------------------------------------------------
@@ -363,7 +381,7 @@ def test_check_request_accepts_good_ones() -> None:
 
 def test_wire_messages_round_trip() -> None:
     for msg in (
-        m.ChannelHello(1, "a", "hakit"),
+        m.ChannelHello(1, "a", "hakit", m.PROTOCOL_VERSION),
         m.ChannelMsg(1, 7, 3, 10, [b"a", b""]),
         m.ChannelReply(1, 7, [b"x"]),
         m.ChannelFail(1, 7, int(ChannelFailCode.NO_SERVER), "none"),

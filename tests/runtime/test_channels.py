@@ -781,6 +781,26 @@ async def test_another_cluster_is_refused(nodes: Nodes, clock: trio.testing.Mock
     assert refused.peer == "intruder"  # type: ignore[attr-defined]
 
 
+async def test_another_protocol_version_is_refused(
+    nodes: Nodes, clock: trio.testing.MockClock
+) -> None:
+    b = await nodes.add("b")
+    b.set_msg_dispatch(echo)
+    stream = await connect(addr(b), network=nodes.cluster.network if nodes.cluster else None)
+    framed = FramedStream(stream)
+    newer = m.PROTOCOL_VERSION + 1
+    await framed.send(m.ChannelHello(0, "future", "hakit", newer).encode())
+    (answer,) = await framed.receive()
+    refusal = m.parse_message(answer)
+    assert isinstance(refusal, m.ChannelFail) and refusal.req_id == 0
+    assert f"speaks protocol version {newer}" in refusal.detail
+    with pytest.raises(EOFError):
+        await framed.receive()
+    await framed.aclose()
+    (refused,) = b.events.of_type(hakit.ConnectionRefused)
+    assert f"protocol version {newer}" in refused.describe()
+
+
 async def test_protocol_violations_close_only_that_connection(
     nodes: Nodes, clock: trio.testing.MockClock
 ) -> None:
@@ -789,9 +809,11 @@ async def test_protocol_violations_close_only_that_connection(
     for bad in (m.ChannelReply(0, 1, [b"x"]), m.ChannelMsg(0, 1, 64, 0, [b"x"])):
         stream = await connect(addr(b), network=nodes.cluster.network if nodes.cluster else None)
         framed = FramedStream(stream)
-        await framed.send(m.ChannelHello(0, "raw", "hakit").encode())
+        await framed.send(m.ChannelHello(0, "raw", "hakit", m.PROTOCOL_VERSION).encode())
         (hello,) = await framed.receive()
-        assert m.parse_message(hello) == m.ChannelHello(b.generation, "b", "hakit")
+        assert m.parse_message(hello) == m.ChannelHello(
+            b.generation, "b", "hakit", m.PROTOCOL_VERSION
+        )
         await framed.send(bad.encode())
         with pytest.raises(EOFError):
             await framed.receive()
