@@ -531,9 +531,13 @@ def markdown(data: dict[str, Any], results: dict[str, Any], goal_list: list[Goal
         if g.relative:
             target = f"{g.target_text} ({_fmt(g.threshold, g.unit)})"
         busy = f" (busy machine: {g.foreign_cpus:.2f} foreign CPUs)" if g.busy else ""
+        ratio = _fmt(g.ratio_to_ceiling)
+        paired = g.paired_ratios
+        if paired is not None:
+            ratio += f" (median of pairs {', '.join(f'{r:.3f}' for r in paired)})"
         lines.append(
             f"| {g.title} | {target} | {_fmt(g.measured, g.unit)} | {spread} "
-            f"| {ceiling} | {_fmt(g.ratio_to_ceiling)} | {_fmt(g.ratio_to_goal)} "
+            f"| {ceiling} | {ratio} | {_fmt(g.ratio_to_goal)} "
             f"| {_verdict(g.passed)}{busy} |"
         )
     lines += ["", "| figure | median | min-max (n) | notes |", "|---|---|---|---|"]
