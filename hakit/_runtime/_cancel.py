@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import trio
-
 from ..protocol import (
     HAIOError,
     InvalidArgumentError,
-    NetworkTimeoutError,
     RemoteProtocolError,
     StopReason,
 )
 from ..protocol import _messages as m
-from ..transports import FramedStream, connect
 from ._cluster import Cluster
+from ._dial import dial
 
 
 async def cancel(
@@ -35,23 +32,22 @@ async def cancel(
     """
     if not isinstance(timeout, int | float) or timeout <= 0:
         raise InvalidArgumentError(f"timeout must be a positive number of seconds, got {timeout!r}")
-    network = cluster.network if cluster is not None else None
-    try:
-        with trio.fail_after(timeout):
-            stream = await connect(cancel_address, network=network)
-            async with FramedStream(stream) as framed:
-                await framed.send(m.Cancel(0, "").encode())
-                reply = m.parse_message((await framed.receive())[0])
-    except trio.TooSlowError:
-        raise NetworkTimeoutError(
-            f"cancel point {cancel_address} did not answer within {timeout:g} s",
-            stop_reason=StopReason.CANCELLED, address=cancel_address,
-        ) from None  # fmt: skip
-    except (OSError, EOFError, trio.BrokenResourceError, RemoteProtocolError) as exc:
-        raise HAIOError(
-            f"could not reach cancel point {cancel_address}: {exc}",
-            stop_reason=StopReason.CANCELLED, address=cancel_address,
-        ) from None  # fmt: skip
+    framed, values = await dial(
+        cancel_address,
+        m.Cancel(0, "").encode(),
+        timeout=timeout,
+        peer=f"cancel point {cancel_address}",
+        stop_reason=StopReason.CANCELLED,
+        network=cluster.network if cluster is not None else None,
+    )
+    async with framed:
+        try:
+            reply = m.parse_message(values[0])
+        except RemoteProtocolError as exc:
+            raise HAIOError(
+                f"cancel point {cancel_address} answered with garbage: {exc}",
+                stop_reason=StopReason.CANCELLED, address=cancel_address,
+            ) from None  # fmt: skip
     if not isinstance(reply, m.Bye):
         detail = reply.detail if isinstance(reply, m.Reject) else type(reply).__name__
         raise HAIOError(

@@ -17,7 +17,6 @@ import trio
 from ..protocol import (
     HAIOError,
     HAProtocolError,
-    NetworkTimeoutError,
     RemoteProtocolError,
     ReplicaMachine,
     ReplicationError,
@@ -27,7 +26,8 @@ from ..protocol import (
 from ..protocol import _messages as m
 from ..protocol import _replica as rm
 from ..storage import Loader
-from ..transports import FramedStream, connect
+from ..transports import FramedStream
+from ._dial import dial
 from ._events import Connected, MasterChanged, ReplicaStopped, ReplicaSynced
 from ._params import Notification, ReplicaMode, ReplicaParams, Role, TransactionRecord
 
@@ -126,24 +126,16 @@ class ReplicaRun:
         try:
             # 1. connect and handshake, within `timeout`
             with self.session.scope():
-                try:
-                    with trio.fail_after(timeout):
-                        stream = await connect(
-                            address, network=self.node._network, source=self.node.name
-                        )
-                        framed = FramedStream(stream, max_frame_size=self.node.max_frame_size)
-                        await framed.send(machine.hello().encode())
-                        values = await framed.receive()
-                except trio.TooSlowError:
-                    raise NetworkTimeoutError(
-                        f"master at {address} not reached within {timeout:g} s",
-                        stop_reason=StopReason.CONNECTION_ABORTED, address=address,
-                    ) from None  # fmt: skip
-                except (OSError, EOFError, trio.BrokenResourceError, RemoteProtocolError) as exc:
-                    raise HAIOError(
-                        f"could not reach the master at {address}: {exc}",
-                        stop_reason=StopReason.CONNECTION_ABORTED, address=address,
-                    ) from None  # fmt: skip
+                framed, values = await dial(
+                    address,
+                    machine.hello().encode(),
+                    timeout=timeout,
+                    peer=f"the master at {address}",
+                    stop_reason=StopReason.CONNECTION_ABORTED,
+                    network=self.node._network,
+                    source=self.node.name,
+                    max_frame_size=self.node.max_frame_size,
+                )
             if self.session.request is not None:
                 return self._replica_stopped(
                     self.session.request, f"{self.session.detail} while connecting", None

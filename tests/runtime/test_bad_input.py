@@ -10,7 +10,7 @@ from trio.testing import MockClock
 
 import hakit
 from hakit import MasterParams, StopReason
-from hakit.protocol import PROTOCOL_VERSION, FrameDecoder, parse_message
+from hakit.protocol import PROTOCOL_VERSION, FrameDecoder, encode_frame, parse_message
 from hakit.protocol import _messages as m
 from hakit.transports import FramedStream, connect
 
@@ -208,6 +208,43 @@ async def test_replica_survives_a_master_sending_garbage(
     assert info.value.stop_reason is StopReason.CONNECTION_ABORTED
     assert "msgpack" in str(info.value)
     assert replica.role is hakit.Role.STANDALONE
+
+
+@pytest.mark.parametrize(
+    ("answer", "error", "match"),
+    [
+        (b"\x00\x00\x00\x03\xc1\xc1\xc1", hakit.HAIOError, "could not reach cancel point"),
+        (m.Reject(0, 0, "not mine").encode(), hakit.HAIOError, "refused: not mine"),
+        (encode_frame([99, 0]), hakit.HAIOError, "answered with garbage"),
+        (b"", hakit.NetworkTimeoutError, r"did not answer within 2 s"),
+    ],
+    ids=["undecodable", "refused", "unknown-message", "silent"],
+)
+async def test_cancel_reports_a_bad_cancel_point(
+    nodes: Nodes,
+    clock: MockClock,
+    nursery: trio.Nursery,
+    answer: bytes,
+    error: type[hakit.HakitError],
+    match: str,
+) -> None:
+    async def serve(stream: trio.abc.Stream) -> None:
+        await stream.receive_some(1000)
+        if answer:
+            await stream.send_all(answer)
+        await trio.sleep(10)
+
+    address = await fake_master(nodes, nursery, serve)
+    with pytest.raises(error, match=match) as info:
+        await hakit.cancel(address, timeout=2, cluster=nodes.cluster)
+    assert info.value.stop_reason is StopReason.CANCELLED  # type: ignore[attr-defined]
+    assert info.value.address == address  # type: ignore[attr-defined]
+
+
+async def test_cancel_with_nothing_listening(nodes: Nodes, clock: MockClock) -> None:
+    address = "mem:nobody" if nodes.cluster else "127.0.0.1:1"
+    with pytest.raises(hakit.HAIOError, match=f"could not reach cancel point {address}"):
+        await hakit.cancel(address, timeout=2, cluster=nodes.cluster)
 
 
 async def test_replica_rejects_a_stale_master_stream(

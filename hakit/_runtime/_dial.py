@@ -1,0 +1,72 @@
+"""Open a connection with a first exchange: what a replica attaching and `hakit.cancel` share."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+from ..protocol import (
+    DEFAULT_MAX_FRAME_SIZE,
+    HAIOError,
+    NetworkTimeoutError,
+    RemoteProtocolError,
+    StopReason,
+)
+from ..transports import FramedStream, SimulatedNetwork, connect
+
+#: What a failed connect, a lost connection or garbage in the first frames raises.
+_IO_ERRORS = (OSError, EOFError, trio.BrokenResourceError, RemoteProtocolError)
+
+
+async def dial(
+    address: str,
+    first: bytes,
+    *,
+    timeout: float,
+    peer: str,
+    stop_reason: StopReason,
+    network: SimulatedNetwork | None = None,
+    source: str | None = None,
+    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+) -> tuple[FramedStream, list[Any]]:
+    """Connect to `address`, send the frame `first` and wait for the peer's first frames.
+
+    Args:
+        address: where to connect.
+        first: the opening frame, already encoded.
+        timeout: seconds for the whole exchange.
+        peer: the peer as the errors name it ("the master at ...").
+        stop_reason: the stop reason the errors carry.
+        network: the simulated network of a ``mem:`` address.
+        source: this node's name on the simulated network.
+        max_frame_size: the largest frame accepted from the peer.
+
+    Returns:
+        The open stream (the caller owns it from now on) and the decoded frames that came.
+
+    Raises:
+        NetworkTimeoutError: the peer did not answer within `timeout`.
+        HAIOError: the peer could not be reached, closed the connection, or sent garbage.
+    """
+    framed: FramedStream | None = None
+    try:
+        with trio.fail_after(timeout):
+            stream = await connect(address, network=network, source=source)
+            framed = FramedStream(stream, max_frame_size=max_frame_size)
+            await framed.send(first)
+            return framed, await framed.receive()
+    except BaseException as exc:
+        if framed is not None:
+            with trio.CancelScope(shield=True):
+                await framed.aclose()
+        if isinstance(exc, trio.TooSlowError):
+            raise NetworkTimeoutError(
+                f"{peer} did not answer within {timeout:g} s",
+                stop_reason=stop_reason, address=address,
+            ) from None  # fmt: skip
+        if isinstance(exc, _IO_ERRORS):
+            raise HAIOError(
+                f"could not reach {peer}: {exc}", stop_reason=stop_reason, address=address
+            ) from None
+        raise
