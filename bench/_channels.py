@@ -61,10 +61,10 @@ async def requests(cfg: Config) -> tuple[Figure, Figure, Figure]:
     1-outstanding ceiling.
 
     The 1-outstanding figure's goal is a fraction of its ceiling, so the two are measured in
-    alternation (ceiling, hakit, ceiling, hakit...), each repetition against its own server
-    process: both see the same machine, even if its speed drifts during the run (this VM's
-    loopback round trip moves by 10-20% over tens of seconds). Each figure has an untimed
-    warm-up, then `cfg.reps` timed repetitions.
+    alternation (ceiling, hakit, ceiling, hakit...; the ceiling against a bare echo process,
+    hakit against a responder node): both see the same machine, even if its speed drifts
+    during the run (this VM's loopback round trip moves by 10-20% over tens of seconds).
+    Each figure has an untimed warm-up, then `cfg.reps` timed repetitions.
 
     Returns (ceiling with 1 outstanding, hakit with 1, hakit with `MSG_WINDOW`).
     """
