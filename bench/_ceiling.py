@@ -119,8 +119,10 @@ async def _rpc_once(
     duration: float,
     start: int,
     lat: list[float] | None,
+    after_answer: Callable[[], None] | None = None,
 ) -> tuple[float, int]:
-    """1 outstanding: send request n, wait for its answer (whose first item is n)."""
+    """1 outstanding: send request n, wait for its answer (whose first item is n), then call
+    `after_answer` if given."""
     n = start
     t0 = now()
     deadline = t0 + duration
@@ -129,6 +131,8 @@ async def _rpc_once(
         t = now()
         await stream.send_all(make(n))
         values = await reader.receive()
+        if after_answer is not None:
+            after_answer()
         t1 = now()
         if values[0][0] != n:
             raise RuntimeError(f"request {n} was answered with {values!r:.80}")
@@ -191,28 +195,15 @@ async def _shaped_once(
             await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.SUCCEEDED)
             await trio.lowlevel.cancel_shielded_checkpoint()
 
+    def wake_watcher() -> None:
+        if parked:
+            trio.lowlevel.reschedule(parked.pop())
+
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watcher)
-        n = start
-        t0 = now()
-        deadline = t0 + duration
-        while True:
-            n += 1
-            t = now()
-            await stream.send_all(make(n))
-            values = await reader.receive()
-            if parked:
-                trio.lowlevel.reschedule(parked.pop())
-            t1 = now()
-            if values[0][0] != n:
-                raise RuntimeError(f"request {n} was answered with {values!r:.80}")
-            if lat is not None:
-                lat.append(t1 - t)
-            if t1 >= deadline:
-                break
-        rate = (n - start) / (now() - t0)
+        result = await _rpc_once(stream, reader, make, duration, start, lat, wake_watcher)
         nursery.cancel_scope.cancel()
-    return rate, n
+    return result
 
 
 async def _measure(fig: Figure, cfg: Config, once: Once, n: int, latency: bool) -> int:

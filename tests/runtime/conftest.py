@@ -110,6 +110,50 @@ def run_attach(
     return bg
 
 
+async def master_with_replicas(
+    nodes: Nodes, nursery: trio.Nursery, *names: str, params: hakit.MasterParams | None = None
+) -> tuple[hakit.Node, list[hakit.Node], list[Background]]:
+    """A master ("m") and replicas attached to it, each in a background `attach_master`."""
+    master = await nodes.add("m")
+    master.set_master_params(params or hakit.MasterParams())
+    assert master.address is not None
+    replicas, runs = [], []
+    for name in names:
+        replica = await nodes.add(name)
+        runs.append(run_attach(nursery, replica, master.address))
+        info = await master.attach_replica(timeout=5)
+        assert info.name == name
+        replicas.append(replica)
+    return master, replicas, runs
+
+
+async def force_master(
+    nursery: trio.Nursery, master: hakit.Node, replica: hakit.Node, run: Background
+) -> list[BaseException]:
+    """Stop `replica`'s replication (`run`), then re-attach it with FORCE_MASTER while
+    `master` serves its replicas; return once it is the master.
+
+    Returns:
+        The list the old master's `KilledByReplicaError` is appended to, once it comes.
+    """
+    killed: list[BaseException] = []
+
+    async def master_side() -> None:
+        try:
+            await master.serve_replicas()
+        except hakit.KilledByReplicaError as exc:
+            killed.append(exc)
+
+    nursery.start_soon(master_side)
+    replica.cancel()
+    await run.wait()
+    assert master.address is not None
+    params = hakit.ReplicaParams(mode=hakit.ReplicaMode.FORCE_MASTER)
+    promoted = run_attach(nursery, replica, master.address, params)
+    assert await promoted.wait() is hakit.StopReason.BECOMES_MASTER
+    return killed
+
+
 async def wait_until(predicate: Callable[[], bool], *, step: float = 0.01) -> None:
     """Poll a condition in virtual time (the clock is mocked, so this costs nothing)."""
     while not predicate():

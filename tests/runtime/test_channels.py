@@ -19,11 +19,11 @@ import trio
 import trio.testing
 
 import hakit
-from hakit import EID_MASTER, ChannelMessage, MasterParams, ReplicaMode, ReplicaParams, StopReason
+from hakit import EID_MASTER, ChannelMessage, MasterParams, StopReason
 from hakit.protocol import _messages as m
 from hakit.transports import FramedStream, connect
 
-from .conftest import Nodes, commit, run_attach, wait_until
+from .conftest import Nodes, commit, force_master, master_with_replicas, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,21 +53,6 @@ class Recorder:
 def addr(node: hakit.Node) -> str:
     assert node.address is not None
     return node.address
-
-
-async def master_with_replicas(
-    nodes: Nodes, nursery: trio.Nursery, *names: str
-) -> tuple[hakit.Node, list[hakit.Node], list[Any]]:
-    master = await nodes.add("m")
-    master.set_master_params(MasterParams())
-    replicas, runs = [], []
-    for name in names:
-        replica = await nodes.add(name)
-        runs.append(run_attach(nursery, replica, addr(master)))
-        info = await master.attach_replica(timeout=5)
-        assert info.name == name
-        replicas.append(replica)
-    return master, replicas, runs
 
 
 # -- basics ------------------------------------------------------------------------------------
@@ -239,19 +224,7 @@ async def test_master_channel_follows_the_master(
     assert await master.channel(EID_MASTER).send_request(b"who") == b"m for m"
     assert master.statistics().channels.outgoing_connections == before
 
-    killed: list[BaseException] = []
-
-    async def master_side() -> None:
-        try:
-            await master.serve_replicas()
-        except hakit.KilledByReplicaError as exc:
-            killed.append(exc)
-
-    nursery.start_soon(master_side)
-    r1.cancel()
-    await run1.wait()
-    force = run_attach(nursery, r1, addr(master), ReplicaParams(mode=ReplicaMode.FORCE_MASTER))
-    assert await force.wait() is StopReason.BECOMES_MASTER
+    killed = await force_master(nursery, master, r1, run1)
     await wait_until(lambda: bool(killed) and "r2" in r1.replicas)
     # The same channel object now reaches the new master; so does the old master's.
     assert await to_master.send_request(b"who") == b"r1 for r2"

@@ -12,22 +12,7 @@ from hakit import MasterMode, MasterParams, Notification, ReplicaMode, ReplicaPa
 from hakit.protocol import _messages as m
 from hakit.transports import FramedStream
 
-from .conftest import Nodes, commit, run_attach, wait_until
-
-
-async def master_with_replicas(
-    nodes: Nodes, nursery: trio.Nursery, *names: str, params: MasterParams | None = None
-) -> tuple[hakit.Node, list[hakit.Node], list]:
-    master = await nodes.add("m")
-    master.set_master_params(params or MasterParams())
-    replicas, runs = [], []
-    for name in names:
-        replica = await nodes.add(name)
-        runs.append(run_attach(nursery, replica, master.address))
-        info = await master.attach_replica(timeout=5)
-        assert info.name == name
-        replicas.append(replica)
-    return master, replicas, runs
+from .conftest import Nodes, commit, force_master, master_with_replicas, run_attach, wait_until
 
 
 async def test_attach_full_load_then_stream(
@@ -388,19 +373,7 @@ async def test_force_master_and_followers(
     master, (r1, r2), (run1, run2) = await master_with_replicas(nodes, nursery, "r1", "r2")
     for i in range(10):
         await commit(master, **{f"k{i}": i})
-    killed: list[BaseException] = []
-
-    async def master_side() -> None:
-        try:
-            await master.serve_replicas()
-        except hakit.KilledByReplicaError as exc:
-            killed.append(exc)
-
-    nursery.start_soon(master_side)
-    r1.cancel()
-    await run1.wait()
-    run = run_attach(nursery, r1, master.address, ReplicaParams(mode=ReplicaMode.FORCE_MASTER))
-    assert await run.wait() is StopReason.BECOMES_MASTER
+    killed = await force_master(nursery, master, r1, run1)
     assert r1.role is hakit.Role.MASTER and r1.generation == 2
     await wait_until(lambda: bool(killed))
     assert killed[0].new_master == "r1"
