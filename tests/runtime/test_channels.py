@@ -929,7 +929,7 @@ async def test_between_processes(echo_process: str) -> None:
 
 
 async def test_the_demo_asks_the_master_over_a_channel() -> None:
-    from hakit._cli import demo
+    from hakit._demo import demo
 
     out = io.StringIO()
     with trio.fail_after(60):  # real TCP and the real clock, as `make demo` runs it
