@@ -20,7 +20,7 @@ from ..storage import Snapshot
 from ..transports import FramedStream
 
 if TYPE_CHECKING:
-    from ._node import Node
+    from ._master_side import MasterSide
 
 #: Pairs per snapshot chunk frame, and chunk frames per send.
 SNAPSHOT_CHUNK_ITEMS = 2000
@@ -32,14 +32,14 @@ class ReplicaLink:
 
     def __init__(
         self,
-        node: Node,
+        master: MasterSide,
         name: str,
         stream: FramedStream,
         machine: MasterLinkMachine,
         sync: m.SyncKind,
         address: str | None,
     ) -> None:
-        self.node = node
+        self.master = master
         self.name = name
         self.stream = stream
         self.machine = machine
@@ -119,7 +119,7 @@ class ReplicaLink:
     def close_after_flush(self, reason: StopReason, detail: str) -> None:
         """Send what is queued, then close the link."""
         self._set_closed(reason, detail)
-        self.node._drop_link(self)
+        self.master.drop_link(self)
         self._close_after_flush = True
         self._start_flush_deadline()
         self._wake.set()
@@ -127,7 +127,7 @@ class ReplicaLink:
     def abort(self, reason: StopReason, detail: str) -> None:
         """Close the link at once, dropping whatever is queued."""
         self._set_closed(reason, detail)
-        self.node._drop_link(self)
+        self.master.drop_link(self)
         self._scope.cancel()
 
     def _flush_entries_into_frames(self) -> None:
@@ -155,7 +155,7 @@ class ReplicaLink:
             self._set_closed(StopReason.CONNECTION_ABORTED, "link closed")
             self._ack_event.set()
             self.closed.set()
-            self.node._link_closed(self)
+            self.master.link_closed(self)
 
     async def _guarded(self, task: Callable[[], Awaitable[None]]) -> None:
         # Each task turns the peer's failures into a closed link, so that one bad replica
@@ -219,7 +219,7 @@ class ReplicaLink:
         while True:
             for value in await self.stream.receive():
                 event = self.machine.receive(m.parse_message(value), trio.current_time())
-                if event is not None and self.node._link_event(self, event):
+                if event is not None and self.master.link_event(self, event):
                     return
 
     async def _timer(self) -> None:

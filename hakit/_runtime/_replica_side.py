@@ -272,7 +272,7 @@ class ReplicaRun:
             return await self._send_to_master(machine, framed, machine.ack())
         elif isinstance(event, rm.Promoted):
             self.node.storage.set_generation(event.generation)
-            self.node._become_master_after_force(self.params)
+            self.node._master.become_master_after_force(self.params)
             return rm.Stopped(StopReason.BECOMES_MASTER, "this node is now the master")
         elif isinstance(event, rm.Stopped | rm.FollowMaster):
             return event

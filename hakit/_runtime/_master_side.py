@@ -1,0 +1,596 @@
+"""The master side of a node: links, commits and acks, force-master pause, step-down.
+
+`MasterSide` holds every piece of state that only matters while the node is (or was) a
+master. It reaches the node through a narrow surface: its name, cluster name, storage and
+shared transaction log, the clock, the event log, role changes, its nursery and its listeners.
+The public methods live on `Node`, which delegates here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import trio
+import trio.lowlevel
+
+from ..protocol import (
+    CommitFailedError,
+    InvalidArgumentError,
+    KilledByReplicaError,
+    LocalProtocolError,
+    MasterLinkMachine,
+    MasterView,
+    NetworkTimeoutError,
+    NodeClosedError,
+    NoQuorumError,
+    NotMasterError,
+    StopReason,
+    SyncKind,
+    decide_handshake,
+)
+from ..protocol import _master as mm
+from ..protocol import _messages as m
+from ..protocol._codec import pack
+from ..transports import FramedStream
+from ._events import CommitFailed, Connected, ReplicaDetached, ReplicaSynced
+from ._link import ReplicaLink
+from ._params import (
+    AckPolicy,
+    CommitResult,
+    MasterMode,
+    MasterParams,
+    ReplicaInfo,
+    ReplicaParams,
+    Role,
+)
+
+if TYPE_CHECKING:
+    from ._node import Node
+
+#: An asynchronous writer yields to the link senders after this many queued bytes, so that
+#: frames leave in large batches instead of one send per transaction.
+_ASYNC_YIELD_BYTES = 256 * 1024
+_ASYNC_YIELD_COUNT = 512
+
+
+class _PendingCommit:
+    """A synchronous commit waiting for acknowledgements."""
+
+    __slots__ = ("acked", "deadline", "detached", "done", "error", "needed", "required", "txid")
+
+    def __init__(self, txid: int, required: set[str], needed: int, deadline: float) -> None:
+        self.txid = txid
+        self.required = required
+        self.needed = needed
+        self.deadline = deadline
+        self.acked: list[str] = []
+        self.detached: list[str] = []
+        self.done = trio.Event()
+        self.error: Exception | None = None
+
+    def check(self) -> None:
+        if len(self.acked) >= min(self.needed, len(self.acked) + len(self.required)):
+            self.done.set()
+
+
+class MasterSide:
+    """The master role of one `Node` (see the module docstring)."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+        self.params: MasterParams | None = None
+        self.links: dict[str, ReplicaLink] = {}
+        self._pending: deque[_PendingCommit] = deque()
+        self._pending_added = trio.Event()
+        self._pause_link: ReplicaLink | None = None
+        self._static_loads = 0
+        self._unpaused = trio.Event()
+        self._unpaused.set()
+        self._arrivals: list[trio.MemorySendChannel[ReplicaInfo]] = []
+        self._unclaimed: deque[ReplicaInfo] = deque(maxlen=64)
+        self.killed: KilledByReplicaError | None = None
+        self.writes_disabled = False
+        #: The generation in which this node is (or was) the master, if any since it started.
+        self._own_generation: int | None = None
+        #: Where the master is, when this node knows it is not (told so when deposed).
+        self.master_hint: str | None = None
+        self._async_unflushed = 0
+        self._async_unyielded = 0
+        # statistics
+        self.commits = 0
+        self.commit_failures = 0
+
+    # -- becoming and stopping a master --------------------------------------------------------
+    def set_params(self, params: MasterParams) -> None:
+        node = self._node
+        self.params = params
+        node._resize_log(params.trans_log_length)
+        if node._role is not Role.MASTER:
+            node.storage.set_generation(node.generation + 1)
+            self._own_generation = node.generation
+            self.killed = None
+            self.writes_disabled = False
+            self.master_hint = None
+            node._set_role(Role.MASTER)
+
+    def become_master_after_force(self, params: ReplicaParams) -> None:
+        node = self._node
+        master_params = params.master_params or self.params or MasterParams()
+        self.params = master_params
+        node._resize_log(master_params.trans_log_length)
+        self.writes_disabled = False
+        self.killed = None
+        self._own_generation = node.generation
+        node._set_role(Role.MASTER)
+
+    def require_master(self) -> None:
+        if self._node._role is not Role.MASTER or self.params is None:
+            if self.killed is not None:
+                raise self.killed
+            raise LocalProtocolError(
+                f"node {self._node.name!r} is not a master: call set_master_params() first"
+            )
+
+    def close(self) -> None:
+        """The node is closing: end every link."""
+        for link in list(self.links.values()):
+            link.abort(StopReason.MASTER_REQUESTED_DISCONNECT, "the master node is closing")
+
+    # -- handshake -----------------------------------------------------------------------------
+    def _generation_of(self, txid: int) -> int | None:
+        log = self._node._log
+        if not log:
+            return None
+        index = txid - log[0][0]
+        if 0 <= index < len(log):
+            return log[index][1]
+        return None
+
+    def _master_view(self) -> MasterView:
+        node = self._node
+        params = self.params
+        assert params is not None
+        return MasterView(
+            cluster=node.cluster_name,
+            node=node.name,
+            generation=node.generation,
+            txid=node.txid,
+            last_generation=node.storage.last_generation,
+            generation_of=self._generation_of,
+            stateful=MasterMode.STATEFUL in params.mode,
+            accepting=len(self.links) < params.max_replicas,
+            names_in_use=frozenset(self.links),
+            keepalive_interval=params.keepalive_interval,
+        )
+
+    async def serve_replica(self, framed: FramedStream, hello: m.Hello) -> None:
+        """Serve one replica that sent `hello`, from the handshake until its link closes."""
+        node = self._node
+        params = self.params
+        if node._role is not Role.MASTER or params is None:
+            hint = f"; the master is at {self.master_hint}" if self.master_hint else ""
+            detail = f"node {node.name!r} is not a master{hint}"
+            node._refuse(hello.node, detail)
+            reject = m.Reject(node.generation, int(StopReason.HANDSHAKE_FAILED), detail)
+            await node._send_and_close(framed, reject.encode())
+            return
+        reply, sync = decide_handshake(hello, self._master_view())
+        if isinstance(reply, m.Reject):
+            node._refuse(hello.node, reply.detail)
+            await node._send_and_close(framed, reply.encode())
+            if hello.generation > node.generation:
+                self._step_down(hello.generation, None, None, stale=True)
+            return
+        now = node._now()
+        machine = MasterLinkMachine(
+            replica=hello.node,
+            generation=node.generation,
+            sync_target=node.txid,
+            txid=0 if sync is SyncKind.FULL else hello.txid,
+            keepalive_interval=params.keepalive_interval,
+            detach_timeout=params.detach_timeout,
+            initial_timeout=params.initial_timeout,
+            now=now,
+        )
+        link = ReplicaLink(self, hello.node, framed, machine, sync, hello.address)
+        link.flush_timeout = params.commit_timeout or 5.0
+        link.first_frame = reply.encode()
+        if sync is SyncKind.FULL:
+            link.snapshot = node.storage.snapshot()
+            if MasterMode.HOTSYNC not in params.mode:
+                link.static_load = True
+                self._static_loads += 1
+                self._unpaused = trio.Event()
+        elif sync is SyncKind.INCREMENTAL:
+            log = node._log
+            first = log[0][0] if log else node.txid + 1
+            for txid, _generation, entry in list(log)[hello.txid + 1 - first :]:
+                link.push_entry(txid, entry if isinstance(entry, bytes) else pack(entry))
+        # From here on every commit reaches this link: no await since the snapshot was taken.
+        self.links[hello.node] = link
+        node._record(Connected(now, node.name, hello.node, hello.address))
+        await link.run()
+
+    # -- link events (called by ReplicaLink) ---------------------------------------------------
+    def _static_load_done(self) -> None:
+        self._static_loads -= 1
+        self._maybe_unpause()
+
+    def _maybe_unpause(self) -> None:
+        if self._static_loads == 0 and self._pause_link is None:
+            self._unpaused.set()
+
+    def link_event(self, link: ReplicaLink, event: mm.LinkEvent) -> bool:
+        """React to one event of a link; return True when the link must close."""
+        node = self._node
+        if isinstance(event, mm.Acked):
+            self._on_ack(link, event.txid)
+        elif isinstance(event, mm.LinkSynced):
+            if link.static_load:  # a static sync holds writes until the replica is synced
+                link.static_load = False
+                self._static_load_done()
+            info = ReplicaInfo(link.name, link.sync.name.lower(), event.txid)
+            node._record(ReplicaSynced(node._now(), node.name, link.name, info.sync, event.txid))
+            self._on_ack(link, event.txid)
+            while self._arrivals:
+                channel = self._arrivals.pop(0)
+                try:
+                    channel.send_nowait(info)
+                    break
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    continue
+            else:
+                # Nobody waits right now: keep it for the next attach_replica call, so two
+                # replicas that sync at once are both reported.
+                self._unclaimed.append(info)
+        elif isinstance(event, mm.ReplicaLeft):
+            link.abort(event.reason, event.detail)
+            return True
+        elif isinstance(event, mm.PromoteRequested):
+            self._begin_pause(link)
+        elif isinstance(event, mm.KillRequested):
+            self._step_down(event.generation, event.node, event.address, promoter=link)
+        elif isinstance(event, mm.NewerGeneration):
+            self._step_down(event.generation, None, None, stale=True)
+            return True
+        return False
+
+    def _on_ack(self, link: ReplicaLink, txid: int) -> None:
+        link.acked(txid)
+        name = link.name
+        for pending in self._pending:
+            if pending.txid > txid:
+                break
+            if name in pending.required:
+                pending.required.discard(name)
+                pending.acked.append(name)
+                pending.check()
+        while self._pending and self._pending[0].done.is_set():
+            self._pending.popleft()
+
+    def link_closed(self, link: ReplicaLink) -> None:
+        self.drop_link(link)
+        if link.static_load:
+            link.static_load = False
+            self._static_load_done()
+        if self._pause_link is link:
+            self._pause_link = None
+            self._maybe_unpause()
+
+    def drop_link(self, link: ReplicaLink) -> None:
+        """Stop counting `link` as attached: it no longer takes part in commits."""
+        node = self._node
+        if self.links.get(link.name) is link:
+            del self.links[link.name]
+            reason = link.close_reason or StopReason.CONNECTION_ABORTED
+            node._record(
+                ReplicaDetached(node._now(), node.name, link.name, reason, link.close_detail)
+            )
+        for pending in self._pending:
+            if link.name in pending.required:
+                pending.required.discard(link.name)
+                pending.detached.append(link.name)
+                pending.check()
+        while self._pending and self._pending[0].done.is_set():
+            self._pending.popleft()
+
+    # -- force master: pause, then step down ---------------------------------------------------
+    def _begin_pause(self, link: ReplicaLink) -> None:
+        if self._pause_link is not None:
+            link.abort(StopReason.CONNECTION_ABORTED, "another force master is in progress")
+            return
+        self._pause_link = link
+        self._unpaused = trio.Event()
+        link.push_frame(link.machine.pause_ready(self._node.txid).encode())
+        params = self.params
+        timeout = params.commit_timeout if params and params.commit_timeout else 5.0
+        self._node._spawn().start_soon(self._pause_watchdog, link, timeout)
+
+    async def _pause_watchdog(self, link: ReplicaLink, timeout: float) -> None:
+        await trio.sleep(timeout)
+        if self._pause_link is link and self._node._role is Role.MASTER:
+            link.abort(StopReason.CONNECTION_ABORTED, "force master did not complete in time")
+
+    def _step_down(
+        self,
+        generation: int,
+        new_master: str | None,
+        address: str | None,
+        *,
+        promoter: ReplicaLink | None = None,
+        stale: bool = False,
+    ) -> None:
+        """Stop being the master: a replica took over, or a newer generation was seen."""
+        node = self._node
+        if node._role is not Role.MASTER:
+            return
+        params = self.params
+        disable = params.disable_writes_on_kill if params else True
+        self.killed = KilledByReplicaError(new_master or "?", address, generation)
+        self.master_hint = address
+        if stale or disable:
+            node.storage.set_generation(generation)
+            self.writes_disabled = True
+        if promoter is not None:
+            promoter.push_frame(m.MasterKilled(generation).encode())
+            promoter.close_after_flush(StopReason.BECOMES_MASTER, "took over as master")
+        for link in list(self.links.values()):
+            if link is promoter:
+                continue
+            if new_master is not None:
+                link.push_frame(m.MasterChanged(generation, new_master, address).encode())
+            link.close_after_flush(
+                StopReason.MASTER_REQUESTED_DISCONNECT, f"the master is now {new_master}"
+            )
+            # The replica will follow the new master; it no longer counts for commits here.
+            self.drop_link(link)
+        self._pause_link = None
+        self._unpaused.set()
+        node._set_role(Role.STANDALONE)
+
+    # -- operator calls ------------------------------------------------------------------------
+    async def attach_replica(self, address: str | None, timeout: float) -> ReplicaInfo:
+        node = self._node
+        self.require_master()
+        if address is not None:
+            await node.listen(address)
+        elif node._address is None:
+            raise InvalidArgumentError("the node listens nowhere: pass an address")
+        while self._unclaimed:
+            info = self._unclaimed.popleft()
+            if info.name in self.links:
+                await trio.lowlevel.checkpoint()
+                return info
+        send, receive = trio.open_memory_channel[ReplicaInfo](1)
+        self._arrivals.append(send)
+        try:
+            with trio.move_on_after(timeout) as scope:
+                async with trio.open_nursery() as nursery:
+
+                    async def watch_kill() -> None:
+                        while node._role is Role.MASTER:
+                            await node._role_changed.wait()
+                        nursery.cancel_scope.cancel()
+
+                    nursery.start_soon(watch_kill)
+                    info = await receive.receive()
+                    nursery.cancel_scope.cancel()
+                    return info
+            if self.killed is not None:
+                raise self.killed
+            if scope.cancelled_caught:
+                raise NetworkTimeoutError(
+                    f"no replica attached within {timeout:g} s",
+                    stop_reason=StopReason.CONNECTION_ABORTED,
+                    address=address or node._address,
+                )
+            raise NotMasterError(f"node {node.name!r} stopped being the master")
+        finally:
+            if send in self._arrivals:
+                self._arrivals.remove(send)
+            send.close()
+            receive.close()
+
+    async def serve_replicas(self, address: str | None, task_status: trio.TaskStatus[str]) -> None:
+        node = self._node
+        self.require_master()
+        if address is None:
+            if node._address is None:
+                raise InvalidArgumentError("the node listens nowhere: pass an address")
+            bound = node._address
+        else:
+            bound = await node.listen(address)
+        task_status.started(bound)
+        while node._role is Role.MASTER:
+            await node._role_changed.wait()
+        if self.killed is not None:
+            raise self.killed
+
+    def detach_replica(self, name: str) -> None:
+        link = self.links.get(name)
+        if link is None:
+            raise InvalidArgumentError(
+                f"no replica named {name!r} is attached to {self._node.name!r}"
+            )
+        self._detach(link, f"detached by master {self._node.name}")
+
+    def _detach(self, link: ReplicaLink, detail: str) -> None:
+        link.push_frame(m.Detach(self._node.generation, detail).encode())
+        link.close_after_flush(StopReason.MASTER_REQUESTED_DISCONNECT, detail)
+        self.drop_link(link)
+
+    def detach_all_replicas(self) -> None:
+        for link in list(self.links.values()):
+            self._detach(link, f"all replicas detached by master {self._node.name}")
+
+    def stop_master(self) -> None:
+        self.require_master()
+        for link in list(self.links.values()):
+            self._detach(link, f"master {self._node.name} stopped replication")
+        self._node._set_role(Role.STANDALONE)
+
+    # -- commits -------------------------------------------------------------------------------
+    def check_writable(self) -> None:
+        node = self._node
+        if node._role is Role.REPLICA:
+            session = node._session
+            raise NotMasterError(
+                f"node {node.name!r} is a replica and cannot accept writes",
+                master_address=session.master_address if session else None,
+            )
+        if self.writes_disabled:
+            raise NotMasterError(
+                f"node {node.name!r} stepped down and refuses writes",
+                master_address=self.master_hint,
+            )
+        if (
+            node._role is Role.STANDALONE
+            and node.generation > 0
+            and node.generation != self._own_generation
+        ):
+            # Its generation belongs to another master's history: writing here would create
+            # a second writer in that generation. Only a fresh database (generation 0), or a
+            # former master still in its own generation, is writable without being a master.
+            raise NotMasterError(
+                f"node {node.name!r} holds a replicated database (generation {node.generation}) "
+                "and is not a master: call set_master_params() to make it one",
+                master_address=self.master_hint,
+            )
+        if node._closed:
+            raise NodeClosedError(f"node {node.name!r} is closed")
+
+    async def commit(self, ops: list[list[Any]]) -> CommitResult:
+        node = self._node
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self.check_writable()  # again: the role may have changed since the block began
+        while not self._unpaused.is_set():
+            await self._unpaused.wait()
+            self.check_writable()
+        params = self.params if node._role is Role.MASTER else None
+        links = self.links
+        if params is not None and params.quorum:
+            synced = sum(1 for link in links.values() if link.is_synced)
+            if synced < params.quorum:
+                raise NoQuorumError(synced, params.quorum)
+        storage = node.storage
+        txid = storage.txid + 1
+        generation = storage.generation
+        try:
+            packed = m.pack_entry(txid, generation, ops)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise InvalidArgumentError(f"a value is not msgpack-serializable: {exc}") from None
+        storage.apply([[txid, generation, ops]])
+        node._log.append((txid, generation, packed))
+        self.commits += 1
+        for link in links.values():
+            link.push_entry(txid, packed)
+        if params is not None and links:
+            if MasterMode.ASYNC in params.mode or params.ack_policy is AckPolicy.NONE:
+                await self._async_backpressure(params, len(packed))
+                return CommitResult(txid, generation)
+            return await self._wait_acks(params, txid, generation)
+        await trio.lowlevel.checkpoint()
+        return CommitResult(txid, generation)
+
+    async def _async_backpressure(self, params: MasterParams, size: int) -> None:
+        # Yielding once per transaction would cost a scheduler round trip each; yielding
+        # every few hundred lets the senders ship them as one batch per link.
+        self._async_unflushed += size
+        self._async_unyielded += 1
+        if (
+            self._async_unflushed < _ASYNC_YIELD_BYTES
+            and self._async_unyielded < _ASYNC_YIELD_COUNT
+        ):
+            return
+        self._async_unflushed = 0
+        self._async_unyielded = 0
+        await trio.lowlevel.checkpoint()  # the link senders ship what is queued, in one batch
+        limit = params.async_buffer_bytes
+        for link in list(self.links.values()):
+            if link.lag_bytes <= limit:
+                continue
+            # The replica lags by more than the buffer allows: writes wait for it to catch
+            # up, for at most commit_timeout, then it is detached so the master goes on.
+            with trio.move_on_after(params.commit_timeout or math.inf):
+                while link.lag_bytes > limit and not link.closed.is_set():
+                    await link.wait_ack()
+            if link.lag_bytes > limit and not link.closed.is_set():
+                self.commit_failures += 1
+                link.abort(
+                    StopReason.CONNECTION_ABORTED,
+                    f"could not keep up: more than {limit} bytes behind for "
+                    f"{params.commit_timeout:g} s (commit_timeout)",
+                )
+
+    async def _wait_acks(self, params: MasterParams, txid: int, generation: int) -> CommitResult:
+        node = self._node
+        required = {name for name, link in self.links.items() if link.is_synced}
+        policy = params.ack_policy
+        needed = {
+            AckPolicy.ALL: len(required),
+            AckPolicy.QUORUM: len(required) // 2 + 1,
+            AckPolicy.ONE: 1,
+        }[policy]
+        deadline = node._now() + (params.synch_timeout or math.inf)
+        pending = _PendingCommit(txid, required, needed, deadline)
+        pending.check()
+        if pending.done.is_set():  # no replica counts yet (all still loading, or policy)
+            await trio.lowlevel.checkpoint()
+            return CommitResult(txid, generation)
+        # No cancel scope per commit: the acknowledgement watchdog enforces synch_timeout for
+        # every waiting commit at once (a scope costs more than the rest of a commit's wait).
+        self._pending.append(pending)
+        self._pending_added.set()
+        await pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        if node._role is not Role.MASTER and self.killed is None:
+            # Stepped down as stale: a newer master exists that may not hold this transaction.
+            self.commit_failures += 1
+            node._record(CommitFailed(node._now(), node.name, txid, "master stepped down"))
+            raise CommitFailedError(
+                f"the master stepped down before txid {txid} was confirmed", txid=txid
+            )
+        return CommitResult(txid, generation, tuple(pending.acked), tuple(pending.detached))
+
+    async def ack_watchdog(self) -> None:
+        """Detach replicas that leave a synchronous commit unacknowledged past synch_timeout.
+
+        Waiting commits are in txid order, so their deadlines are too (for a given
+        synch_timeout): sleeping until the oldest one's deadline is enough.
+        """
+        while True:
+            while not self._pending:
+                await self._pending_added.wait()
+                self._pending_added = trio.Event()
+            oldest = self._pending[0]
+            await trio.sleep_until(oldest.deadline)
+            now = self._node._now()
+            for pending in list(self._pending):
+                if pending.deadline > now:
+                    break
+                if pending.done.is_set():
+                    continue
+                for name in sorted(pending.required):
+                    link = self.links.get(name)
+                    if link is not None:
+                        params = self.params
+                        timeout = params.synch_timeout if params else 0.0
+                        link.abort(
+                            StopReason.CONNECTION_ABORTED,
+                            f"no acknowledgement of txid {pending.txid} within {timeout:g} s "
+                            "(synch_timeout)",
+                        )
+                pending.required.clear()
+                pending.done.set()
+            while self._pending and self._pending[0].done.is_set():
+                self._pending.popleft()
+
+    def fail_all_pending(self, error: Exception) -> None:
+        for pending in self._pending:
+            if not pending.done.is_set():
+                pending.error = error
+                pending.done.set()
+        self._pending.clear()
