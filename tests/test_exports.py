@@ -9,6 +9,7 @@ PUBLIC = {
     "open_node", "open_cluster", "Node", "Cluster", "Transaction", "Role", "cancel",
     # parameters and results
     "MasterParams", "MasterMode", "AckPolicy", "ReplicaParams", "ReplicaMode", "Notification",
+    "NodeLimits",
     "CommitResult", "ReplicaInfo", "TransactionRecord", "StopReason",
     # storage
     "Storage", "MemoryStorage", "SqliteStorage",

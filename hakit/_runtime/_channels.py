@@ -46,7 +46,8 @@ from ..protocol import (
 )
 from ..protocol import _channel as ch
 from ..protocol import _messages as m
-from ..transports import FramedStream, MemoryAddress, connect, parse_address
+from ..protocol._codec import CHANNEL_LIMITS
+from ..transports import FramedStream, MemoryAddress, ReceiveBudget, connect, parse_address
 from ._events import (
     ChannelConnected,
     ChannelDisconnected,
@@ -389,11 +390,17 @@ class _Incoming(_Origin):
     no task switch and, once the connection is warm, no task started; and a handler that
     blocks holds up nothing, since the reading has already moved on.
 
-    Ending the connection is the reader's work (`ChannelManager._end_incoming`). A handler
-    still running then finishes; its answer is dropped.
+    Ending the connection is the reader's work (`ChannelManager._end_incoming`). The
+    handlers still running are then cancelled: their answers could not be delivered, and a
+    handler that never returns must not outlive the requester that asked for it.
+
+    At most ``NodeLimits.max_handlers_per_connection`` handlers run at once (`active`); the
+    reader waits for one to finish before it starts another, so a requester that floods the
+    connection waits on its own requests instead of filling the node with tasks.
     """
 
-    __slots__ = ("closed", "framed", "idle", "node", "nursery", "outbox", "peer")
+    __slots__ = ("active", "close_detail", "closed", "framed", "idle", "max_active", "node",
+                 "nursery", "outbox", "peer", "reads", "slot")  # fmt: skip
 
     def __init__(self, node: Node, peer: str, framed: FramedStream) -> None:
         self.node = node
@@ -403,6 +410,33 @@ class _Incoming(_Origin):
         self.nursery: trio.Nursery | None = None
         self.idle: list[_Worker] = []
         self.closed = False
+        #: Handlers handed out and not finished yet, and how many may be.
+        self.active = 0
+        self.max_active = node.limits.max_handlers_per_connection
+        #: Set by a finishing handler when the reader waits for `active` to go down.
+        self.slot: trio.Event | None = None
+        #: Batches of frames read so far: the idle watchdog compares it between its looks.
+        self.reads = 0
+        #: Why the watchdog closed the connection, which the reader reports.
+        self.close_detail: str | None = None
+
+    async def wait_slot(self) -> None:
+        """Wait until fewer than `max_active` handlers run."""
+        while self.active >= self.max_active:
+            self.slot = trio.Event()
+            await self.slot.wait()
+
+    def handler_done(self) -> None:
+        self.active -= 1
+        if self.slot is not None and self.active < self.max_active:
+            self.slot.set()
+            self.slot = None
+
+    def close_for(self, detail: str) -> None:
+        """End the connection from outside the reader (the watchdog): close its stream."""
+        if not self.closed and self.nursery is not None:
+            self.close_detail = detail
+            self.nursery.start_soon(self._close_stream)
 
     def give(self, job: _Job, work: Callable[[_Incoming, _Job], Awaitable[None]]) -> None:
         """Hand `job` to an idle worker, or to a new one (`work`) if none is idle."""
@@ -665,6 +699,8 @@ class ChannelManager:
         self._out: dict[str, _Requester] = {}
         self._connect_locks: dict[str, trio.Lock] = {}
         self._incoming: set[_Incoming] = set()
+        #: Bytes of unfinished frames the incoming connections hold, all counted.
+        self._budget = ReceiveBudget(node.limits.receive_budget)
         self._local: _Requester | None = None
         self._guarded = False
         #: Set when the node's nursery is cancelled (seen by the guard task): a flag, because
@@ -979,7 +1015,10 @@ class ChannelManager:
                 # Answers are small: reads of 64 KiB cost less than the default 256 KiB (a
                 # buffer that size is allocated for every read, and shrunk to what came).
                 framed = FramedStream(
-                    stream, max_frame_size=node.max_frame_size, receive_size=_RECEIVE_SIZE
+                    stream,
+                    max_frame_size=node.max_frame_size,
+                    receive_size=_RECEIVE_SIZE,
+                    limits=CHANNEL_LIMITS,
                 )
                 await framed.send(machine.hello().encode())
                 values = await framed.receive()
@@ -1168,17 +1207,29 @@ class ChannelManager:
         answer = ch.decide_channel_hello(
             hello, node=node.name, cluster=node.cluster_name, generation=node.generation
         )
+        limit = node.limits.max_channel_connections
+        if not isinstance(answer, m.ChannelFail) and len(self._incoming) >= limit:
+            answer = m.ChannelFail(
+                node.generation,
+                0,
+                int(ch.ChannelFailCode.REFUSED),
+                f"node {node.name!r} has too many channel connections "
+                f"(limit {limit}, NodeLimits.max_channel_connections)",
+            )
         if isinstance(answer, m.ChannelFail):
             node._refuse(hello.node or "unnamed node", answer.detail)
             await node._send_and_close(framed, answer.encode())
             return
         framed.receive_size = _RECEIVE_SIZE  # requests are small, as answers are (see `_open`)
+        framed.set_limits(CHANNEL_LIMITS)
+        framed.share_budget(self._budget)  # nothing is buffered yet: cannot fail
         incoming = _Incoming(node, hello.node, framed)
         self._incoming.add(incoming)
         node._record(ChannelConnected(node._now(), node.name, hello.node, None, True))
         try:
             async with trio.open_nursery() as nursery:
                 incoming.nursery = nursery
+                nursery.start_soon(self._watch_incoming, incoming)
                 await incoming.outbox.send(answer.encode())
                 await self._work(incoming, _Turn.READ)  # this task is the first worker
         finally:
@@ -1194,7 +1245,10 @@ class ChannelManager:
             if job is None or job is _Turn.READ:
                 return
             handler, message = job
-            await self._run_handler(handler, message)
+            try:
+                await self._run_handler(handler, message)
+            finally:
+                incoming.handler_done()
             if incoming.closed or len(incoming.idle) >= _MAX_IDLE_WORKERS:
                 return
             job = await worker.park()
@@ -1212,7 +1266,9 @@ class ChannelManager:
         detail = "the connection was closed"
         try:
             while True:
-                for value in await receive():
+                values = await receive()
+                incoming.reads += 1
+                for value in values:
                     req_id, flags, limit, parts = ch.read_request(value)
                     if self._closing:
                         continue  # no handler may start; the requester sees the connection close
@@ -1235,6 +1291,14 @@ class ChannelManager:
                     self._messages_received += 1
                     if req_id:
                         self._requests_received += 1
+                    if incoming.active >= incoming.max_active:
+                        # As many handlers run as the limit allows: start the one in hand,
+                        # then read no further until one finishes (back pressure).
+                        if mine is not None:
+                            incoming.give(mine, work)
+                            mine = None
+                        await incoming.wait_slot()
+                    incoming.active += 1
                     if mine is not None:
                         incoming.give(mine, work)
                     mine = (handler, message)
@@ -1263,9 +1327,14 @@ class ChannelManager:
             worker = idle.pop()
             worker.job = None
             trio.lowlevel.reschedule(worker.task)
+        if incoming.nursery is not None:
+            # The handlers still running can no longer answer: cancel them (and the watchdog).
+            incoming.nursery.cancel_scope.cancel()
         node = self._node
         if self._node_closing():
             detail = f"node {node.name!r} is closing"
+        elif incoming.close_detail is not None:
+            detail = incoming.close_detail
         elif incoming.outbox.broken is not None:
             detail = incoming.outbox.broken
         self._incoming.discard(incoming)
@@ -1274,6 +1343,37 @@ class ChannelManager:
         )
         with trio.CancelScope(shield=True):
             await incoming.framed.aclose()
+
+    async def _watch_incoming(self, incoming: _Incoming) -> None:
+        """Close an incoming connection that idles too long, or stalls in the middle of a frame.
+
+        It looks a few times per timeout rather than arming a deadline per read: reads are
+        far more frequent than looks, and a counter costs less than a cancel scope.
+        """
+        limits = self._node.limits
+        idle_timeout = limits.channel_idle_timeout
+        frame_timeout = limits.frame_timeout
+        period = min(idle_timeout, frame_timeout) / 4
+        framed = incoming.framed
+        seen = incoming.reads
+        quiet_since = trio.current_time()
+        while not incoming.closed:
+            await trio.sleep(period)
+            now = trio.current_time()
+            if incoming.reads != seen:
+                seen = incoming.reads
+                quiet_since = now
+            reading = incoming.active < incoming.max_active  # else the reader waits, not the peer
+            partial = framed.partial_since
+            if reading and partial is not None and now - partial >= frame_timeout:
+                incoming.close_for(
+                    f"a frame did not arrive whole within {frame_timeout:g} s "
+                    "(NodeLimits.frame_timeout)"
+                )
+                return
+            if incoming.active == 0 and now - quiet_since >= idle_timeout:
+                incoming.close_for(f"idle for {idle_timeout:g} s (NodeLimits.channel_idle_timeout)")
+                return
 
     def _received(self, message: ChannelMessage) -> None:
         self._messages_received += 1

@@ -13,6 +13,7 @@ from ..storage import Storage
 from ..transports import SimulatedNetwork
 from ._events import Event, EventLog
 from ._node import Node
+from ._params import NodeLimits
 from ._statistics import NodeStatistics
 
 
@@ -57,8 +58,15 @@ class Cluster:
     def _log(self, event: Event) -> None:
         self.events.append(event)
 
-    async def add_node(self, name: str, *, storage: Storage | None = None) -> Node:
+    async def add_node(
+        self, name: str, *, storage: Storage | None = None, limits: NodeLimits | None = None
+    ) -> Node:
         """Start a node named `name`, listening at ``"mem:<name>"``.
+
+        Args:
+            name: the node's name, unique in the cluster.
+            storage: its database (default: a new `MemoryStorage`).
+            limits: what its peers may cost it (default: `NodeLimits()`).
 
         Raises:
             InvalidArgumentError: the name is empty or taken.
@@ -71,6 +79,7 @@ class Cluster:
             cluster_name=self.cluster_name,
             network=self.network,
             event_sink=self._log,
+            limits=limits,
         )
         await self._nursery.start(node._main)
         await node.listen(f"mem:{name}")

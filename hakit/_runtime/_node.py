@@ -7,6 +7,7 @@ replica links) in its own nursery. Every decision about the protocol is made by 
 
 from __future__ import annotations
 
+import errno
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -23,7 +24,7 @@ from ..protocol import (
     StopReason,
 )
 from ..protocol import _messages as m
-from ..protocol._codec import DEFAULT_MAX_FRAME_SIZE
+from ..protocol._codec import DEFAULT_MAX_FRAME_SIZE, HANDSHAKE_LIMITS
 from ..storage import DELETE, PUT, Key, MemoryStorage, Storage
 from ..transports import FramedStream, SimulatedNetwork, open_listener, parse_address
 from ._channels import Channel, ChannelManager, Handler, _Eid  # message channels (hook)
@@ -38,6 +39,7 @@ from ._master_side import MasterSide
 from ._params import (
     CommitResult,
     MasterParams,
+    NodeLimits,
     ReplicaInfo,
     ReplicaMode,
     ReplicaParams,
@@ -51,6 +53,10 @@ from ._statistics import LinkStatistics, NodeStatistics
 _REPLICA_LOG_LENGTH = 100_000
 #: How long a new connection may take to send its first frame when no master params say.
 _DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+#: After `accept` fails (out of file descriptors, say), the listener waits this long before
+#: trying again, doubling up to the maximum while the failures go on.
+_ACCEPT_BACKOFF_MIN = 0.01
+_ACCEPT_BACKOFF_MAX = 1.0
 
 
 class Transaction:
@@ -114,6 +120,7 @@ class Node:
         storage: the node's database.
         cluster_name: replicas and masters must share it.
         events: the node's own event log.
+        limits: what its peers may cost it (`NodeLimits`).
     """
 
     def __init__(
@@ -125,6 +132,7 @@ class Node:
         network: SimulatedNetwork | None = None,
         event_sink: EventSink | None = None,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        limits: NodeLimits | None = None,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise InvalidArgumentError("a node needs a non-empty name")
@@ -133,6 +141,10 @@ class Node:
         self.cluster_name = cluster_name
         self.events = EventLog(event_sink)
         self.max_frame_size = max_frame_size
+        limits = NodeLimits() if limits is None else limits
+        if not isinstance(limits, NodeLimits):
+            raise InvalidArgumentError(f"expected NodeLimits, got {type(limits).__name__}")
+        self.limits = limits
         self._network = network
         self._address: str | None = None
         self._role = Role.STANDALONE
@@ -254,12 +266,50 @@ class Node:
     async def _accept_loop(
         self, listener: trio.abc.Listener[trio.abc.Stream], scope: trio.CancelScope, bound: str
     ) -> None:
+        open_now = 0
+        limit = self.limits.max_connections
+
+        async def handle(stream: trio.abc.Stream) -> None:
+            nonlocal open_now
+            try:
+                await self._handle_incoming(stream)
+            finally:
+                open_now -= 1
+
         try:
             with scope:
                 async with listener:
+                    backoff = _ACCEPT_BACKOFF_MIN
                     while True:
-                        stream = await listener.accept()
-                        self._spawn().start_soon(self._handle_incoming, stream)
+                        try:
+                            stream = await listener.accept()
+                        except OSError as exc:
+                            # Out of descriptors or buffers (EMFILE, ENFILE, ENOBUFS, ENOMEM)
+                            # or any other failure of one accept: the listener itself is
+                            # fine, and so are the connections open; wait, then go on.
+                            name = errno.errorcode.get(exc.errno or 0, "error")
+                            self._refuse("unknown peer", f"accept failed ({name}): {exc}")
+                            await trio.sleep(backoff)
+                            backoff = min(backoff * 2, _ACCEPT_BACKOFF_MAX)
+                            continue
+                        backoff = _ACCEPT_BACKOFF_MIN
+                        if open_now >= limit:
+                            self._refuse(
+                                "unknown peer",
+                                f"too many connections on {bound} (limit {limit}, "
+                                "NodeLimits.max_connections)",
+                            )
+                            with trio.CancelScope(shield=True):
+                                await stream.aclose()
+                            continue
+                        open_now += 1
+                        try:
+                            self._spawn().start_soon(handle, stream)
+                        except BaseException:
+                            open_now -= 1
+                            with trio.CancelScope(shield=True):
+                                await stream.aclose()
+                            raise
         finally:
             self._listeners.pop(bound, None)
 
@@ -285,7 +335,8 @@ class Node:
 
     # -- incoming connections ------------------------------------------------------------------
     async def _handle_incoming(self, stream: trio.abc.Stream) -> None:
-        framed = FramedStream(stream, max_frame_size=self.max_frame_size)
+        # Small limits until the peer says what it is: a handshake is a few scalars.
+        framed = FramedStream(stream, max_frame_size=self.max_frame_size, limits=HANDSHAKE_LIMITS)
         params = self._master.params
         timeout = params.initial_timeout if params and params.initial_timeout else None
         try:
@@ -583,6 +634,7 @@ async def open_node(
     storage: Storage | None = None,
     cluster_name: str = "hakit",
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+    limits: NodeLimits | None = None,
 ) -> AsyncIterator[Node]:
     """Run one standalone node; its background tasks live inside the ``async with`` block.
 
@@ -593,8 +645,16 @@ async def open_node(
         storage: the database (default: a new `MemoryStorage`).
         cluster_name: replicas and masters must share it.
         max_frame_size: the largest frame accepted from a peer.
+        limits: what its peers may cost it: connections, handlers, buffered bytes, idle
+            time (default: `NodeLimits()`).
     """
-    node = Node(name, storage=storage, cluster_name=cluster_name, max_frame_size=max_frame_size)
+    node = Node(
+        name,
+        storage=storage,
+        cluster_name=cluster_name,
+        max_frame_size=max_frame_size,
+        limits=limits,
+    )
     async with trio.open_nursery() as nursery:
         await nursery.start(node._main)
         try:

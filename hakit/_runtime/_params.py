@@ -226,3 +226,52 @@ def stop_reason_text(reason: StopReason, detail: str = "") -> str:
     """Return ``"NAME (value): explanation [detail]"`` for logs and the CLI."""
     text = f"{reason.name} ({int(reason)}): {reason.describe()}"
     return f"{text} [{detail}]" if detail else text
+
+
+@dataclass(frozen=True)
+class NodeLimits:
+    """How much a node lets its peers take: connections, handlers, buffered bytes, time.
+
+    They bound what a misbehaving or hostile peer can cost a node; a peer that passes one
+    loses its own connection (recorded as a `ConnectionRefused` or `ChannelDisconnected`
+    event), never the node or another peer's connection. All times are seconds.
+
+    Attributes:
+        max_connections: connections open at once on each listener, of every kind
+            (replicas, channels, cancel requests, handshakes in progress); one more is
+            closed as soon as it is accepted.
+        max_channel_connections: incoming channel connections open at once on the node;
+            one more is refused at its hello.
+        max_handlers_per_connection: message handlers running at once for one incoming
+            channel connection; while that many run, the connection is not read, so the
+            requester waits (its requests time out) instead of the node queueing them.
+        channel_idle_timeout: an incoming channel connection that sent no frame for this
+            long, while none of its handlers runs, is closed; the requester reconnects on
+            its next request.
+        frame_timeout: a frame on an incoming channel connection must arrive whole within
+            this long of its first byte.
+        receive_budget: the bytes of unfinished frames all incoming channel connections
+            may hold at once; the connection that would exceed it is closed.
+    """
+
+    max_connections: int = 1024
+    max_channel_connections: int = 256
+    max_handlers_per_connection: int = 1024
+    channel_idle_timeout: float = 300.0
+    frame_timeout: float = 30.0
+    receive_budget: int = 64 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        for name in (
+            "max_connections",
+            "max_channel_connections",
+            "max_handlers_per_connection",
+            "receive_budget",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InvalidArgumentError(f"{name} must be an integer >= 1, got {value!r}")
+        for name in ("channel_idle_timeout", "frame_timeout"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+                raise InvalidArgumentError(f"{name} must be a number of seconds > 0, got {value!r}")

@@ -15,7 +15,15 @@ from ._channel import (
     check_answer,
     decide_channel_hello,
 )
-from ._codec import DEFAULT_MAX_FRAME_SIZE, FrameDecoder, encode_frame
+from ._codec import (
+    CHANNEL_LIMITS,
+    DEFAULT_MAX_FRAME_SIZE,
+    HANDSHAKE_LIMITS,
+    MAX_CHANNEL_PARTS,
+    DecodeLimits,
+    FrameDecoder,
+    encode_frame,
+)
 from ._errors import (
     BufferSmallError,
     ChannelError,
@@ -45,8 +53,11 @@ from ._replica import ReplicaMachine, ReplicaState
 from ._stop import StopReason
 
 __all__ = [
+    "CHANNEL_LIMITS",
     "DEFAULT_CHANNEL_TIMEOUT",
     "DEFAULT_MAX_FRAME_SIZE",
+    "HANDSHAKE_LIMITS",
+    "MAX_CHANNEL_PARTS",
     "MAX_CHANNEL_TIMEOUT",
     "PROTOCOL_VERSION",
     "BufferSmallError",
@@ -57,6 +68,7 @@ __all__ = [
     "ChannelState",
     "ChannelTimeoutError",
     "CommitFailedError",
+    "DecodeLimits",
     "FrameDecoder",
     "HAIOError",
     "HAProtocolError",

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
+from ._codec import MAX_CHANNEL_PARTS
 from ._errors import (
     BufferSmallError,
     ChannelError,
@@ -101,10 +102,15 @@ def to_parts(parts: object, *, what: str = "message") -> list[bytes]:
         what: names the parts in error messages.
 
     Raises:
-        InvalidArgumentError: a part is not bytes or str.
+        InvalidArgumentError: a part is not bytes or str, or there are more than
+            `MAX_CHANNEL_PARTS` (the receiver's decoder refuses longer arrays).
     """
     if isinstance(parts, list | tuple):
         items: Sequence[object] = parts
+        if len(items) > MAX_CHANNEL_PARTS:
+            raise InvalidArgumentError(
+                f"a {what} has at most {MAX_CHANNEL_PARTS} parts, got {len(items)}"
+            )
     else:
         items = (parts,)
     out: list[bytes] = []

@@ -4,10 +4,19 @@ A frame is a 4-byte big-endian payload length followed by one msgpack value. The
 fed arbitrary slices of a byte stream (it never sees sockets) and yields complete values; a
 frame announced larger than ``max_frame_size`` is refused before it is buffered, so a hostile
 peer cannot make us allocate without bound.
+
+Decoding is bounded too (`DecodeLimits`): msgpack turns every byte of a frame into up to 64
+bytes of Python objects (an empty array is one byte on the wire, a 56-byte list in memory), so
+a 16 MiB frame of empty arrays would cost a gigabyte and seconds of CPU. A connection whose
+peer is not trusted yet (a handshake, a channel) decodes with small limits on array and map
+lengths and on the number of containers per frame, checked as msgpack builds them, so such a
+frame is refused after a few thousand objects.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -53,8 +62,86 @@ def array_header(length: int) -> bytes:
     return b"\xdd" + length.to_bytes(4, "big")
 
 
-def _unpack(payload: bytes | bytearray | memoryview) -> Any:
-    return msgpack.unpackb(payload, raw=False, strict_map_key=False, use_list=True)
+@dataclass(frozen=True, slots=True)
+class DecodeLimits:
+    """How much one frame may make the decoder allocate.
+
+    Attributes:
+        max_frame_size: the largest payload accepted, in bytes.
+        max_array_len: the most elements one array may have (None: msgpack's own limit, the
+            frame's length).
+        max_map_len: the most pairs one map may have (None: msgpack's own limit).
+        max_containers: the most arrays and maps one frame may hold, all levels counted
+            (None: no limit). Without it, nesting defeats the per-array limits.
+    """
+
+    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+    max_array_len: int | None = None
+    max_map_len: int | None = None
+    max_containers: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_frame_size <= 0:
+            raise ValueError("max_frame_size must be positive")
+        for name in ("max_array_len", "max_map_len", "max_containers"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must not be negative")
+
+    def bounded(self, max_frame_size: int) -> DecodeLimits:
+        """Return these limits with a frame size no larger than `max_frame_size`."""
+        if self.max_frame_size <= max_frame_size:
+            return self
+        return DecodeLimits(
+            max_frame_size, self.max_array_len, self.max_map_len, self.max_containers
+        )
+
+
+#: Limits of the first frame of an incoming connection (`Hello`, `Cancel`, `ChannelHello`) and
+#: of what an attached replica sends its master (acks, keepalives, force-master requests): all
+#: small messages of a few scalars, from a peer not trusted yet.
+HANDSHAKE_LIMITS = DecodeLimits(
+    max_frame_size=64 * 1024, max_array_len=64, max_map_len=64, max_containers=64
+)
+
+#: The most parts a channel message or answer may have.
+MAX_CHANNEL_PARTS = 65_536
+
+#: Limits of channel traffic: a message is a few scalars and one array of bytes parts, so a
+#: frame needs few containers; parts are bin, which costs what it weighs. Worst case, a frame
+#: of these limits holds 16 arrays of 65,536 small values: about 60 MB for one decode.
+CHANNEL_LIMITS = DecodeLimits(max_array_len=MAX_CHANNEL_PARTS, max_map_len=64, max_containers=16)
+
+_Unpack = Callable[[bytes | bytearray | memoryview], Any]
+
+
+def _unpacker(limits: DecodeLimits) -> _Unpack:
+    """Return a function decoding one payload within `limits`."""
+    kwargs: dict[str, Any] = dict(raw=False, strict_map_key=False, use_list=True)
+    if limits.max_array_len is not None:
+        kwargs["max_array_len"] = limits.max_array_len
+    if limits.max_map_len is not None:
+        kwargs["max_map_len"] = limits.max_map_len
+    unpackb = msgpack.unpackb
+    budget = limits.max_containers
+    if budget is None:
+        return lambda payload: unpackb(payload, **kwargs)
+
+    def unpack(payload: bytes | bytearray | memoryview) -> Any:
+        # msgpack calls the hooks as it completes each array and map, so a frame of many
+        # small containers is stopped once it passes the budget, not after it was built.
+        left = budget
+
+        def count(container: Any) -> Any:
+            nonlocal left
+            left -= 1
+            if left < 0:
+                raise ValueError(f"more than {budget} arrays and maps in one frame")
+            return container
+
+        return unpackb(payload, list_hook=count, object_hook=count, **kwargs)
+
+    return unpack
 
 
 class FrameDecoder:
@@ -63,14 +150,34 @@ class FrameDecoder:
     Args:
         max_frame_size: the largest payload accepted; a larger announced length raises
             `RemoteProtocolError` at once.
+        limits: bounds on what one frame may decode to (default: only `max_frame_size`);
+            its frame size is capped at `max_frame_size`.
     """
 
-    def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+    def __init__(
+        self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE, *, limits: DecodeLimits | None = None
+    ) -> None:
         if max_frame_size <= 0:
             raise ValueError("max_frame_size must be positive")
-        self.max_frame_size = max_frame_size
+        self._ceiling = max_frame_size
         self._buffer = bytearray()
         self._broken: RemoteProtocolError | None = None
+        self.set_limits(limits or DecodeLimits(max_frame_size))
+
+    @property
+    def limits(self) -> DecodeLimits:
+        """The limits in force."""
+        return self._limits
+
+    def set_limits(self, limits: DecodeLimits) -> None:
+        """Change the limits for the frames still to come (capped at the decoder's maximum).
+
+        A connection decodes its first frame with small limits, then raises them once the
+        peer said what it is.
+        """
+        self._limits = limits.bounded(self._ceiling)
+        self.max_frame_size = self._limits.max_frame_size
+        self._unpack = _unpacker(self._limits)
 
     @property
     def buffered(self) -> int:
@@ -93,6 +200,7 @@ class FrameDecoder:
         if self._broken is not None:
             raise self._broken
         buf = self._buffer
+        unpack = self._unpack
         out: list[Any] = []
         pos = 0
         end = len(buf)
@@ -108,7 +216,7 @@ class FrameDecoder:
             start = pos + _PREFIX
             pos = start + size
             try:
-                out.append(_unpack(buf[start:pos]))
+                out.append(unpack(buf[start:pos]))
             except Exception as exc:  # msgpack raises several unrelated types
                 self._broken = RemoteProtocolError(f"frame is not valid msgpack: {exc}")
                 break

@@ -11,7 +11,7 @@ This package imports trio, the standard library and `hakit.protocol`, never the 
 """
 
 from ._address import Address, MemoryAddress, TcpAddress, UnixAddress, parse_address
-from ._framed import FramedStream
+from ._framed import FramedStream, ReceiveBudget
 from ._memory import NetworkStatistics, SimulatedNetwork
 from ._open import connect, open_listener
 
@@ -20,6 +20,7 @@ __all__ = [
     "FramedStream",
     "MemoryAddress",
     "NetworkStatistics",
+    "ReceiveBudget",
     "SimulatedNetwork",
     "TcpAddress",
     "UnixAddress",

@@ -7,6 +7,28 @@ from typing import Any
 import trio
 
 from hakit.protocol import DEFAULT_MAX_FRAME_SIZE, FrameDecoder, RemoteProtocolError
+from hakit.protocol._codec import DecodeLimits
+
+
+class ReceiveBudget:
+    """Bytes of unfinished frames that several connections may hold at once, all counted.
+
+    A peer that sends the first bytes of a large frame and then nothing more makes the
+    receiver keep them; many such peers would add up without bound. Connections sharing a
+    budget charge what they buffer, and one that would exceed the budget is refused.
+
+    Args:
+        limit: the most bytes all the connections may buffer together.
+    """
+
+    __slots__ = ("limit", "used")
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("a receive budget must be at least 1 byte")
+        self.limit = limit
+        #: The bytes charged now.
+        self.used = 0
 
 
 class FramedStream(trio.abc.AsyncResource):
@@ -20,14 +42,18 @@ class FramedStream(trio.abc.AsyncResource):
         stream: the connected stream; the `FramedStream` owns it from now on.
         max_frame_size: the largest frame payload accepted from the peer.
         receive_size: how many bytes to ask the stream for per read.
+        limits: bounds on what one frame may decode to (see `DecodeLimits`); its frame size
+            is capped at `max_frame_size`.
 
     Attributes:
         stream: the underlying stream.
         receive_size: how many bytes to ask the stream for per read; may be changed between
             reads (a connection whose use is known after its first frame, say).
+        partial_since: when the frame now half received began to arrive (trio time), or None
+            when no frame is in progress; lets an owner time out a peer that stalls mid-frame.
     """
 
-    __slots__ = ("_decoder", "receive_size", "stream")
+    __slots__ = ("_budget", "_charged", "_decoder", "partial_since", "receive_size", "stream")
 
     def __init__(
         self,
@@ -35,15 +61,38 @@ class FramedStream(trio.abc.AsyncResource):
         *,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         receive_size: int = 256 * 1024,
+        limits: DecodeLimits | None = None,
     ) -> None:
         if receive_size < 1:
             raise ValueError("receive_size must be at least 1")
         self.stream = stream
-        self._decoder = FrameDecoder(max_frame_size)
+        self._decoder = FrameDecoder(max_frame_size, limits=limits)
         self.receive_size = receive_size
+        self.partial_since: float | None = None
+        self._budget: ReceiveBudget | None = None
+        self._charged = 0
 
     def __repr__(self) -> str:
         return f"<FramedStream over {self.stream!r}>"
+
+    @property
+    def limits(self) -> DecodeLimits:
+        """The decoding limits in force."""
+        return self._decoder.limits
+
+    def set_limits(self, limits: DecodeLimits) -> None:
+        """Decode the frames still to come within `limits` (capped at `max_frame_size`)."""
+        self._decoder.set_limits(limits)
+
+    def share_budget(self, budget: ReceiveBudget) -> None:
+        """Charge the bytes of unfinished frames to `budget` from now on (see `ReceiveBudget`).
+
+        Raises:
+            hakit.protocol.RemoteProtocolError: what is buffered already exceeds it.
+        """
+        self._release()
+        self._budget = budget
+        self._charge()
 
     async def send(self, data: bytes | bytearray | memoryview) -> None:
         """Send one frame, or several concatenated, with a single write.
@@ -62,8 +111,9 @@ class FramedStream(trio.abc.AsyncResource):
         Raises:
             EOFError: the peer closed the connection between two frames.
             hakit.protocol.RemoteProtocolError: the peer closed the connection in the middle
-                of a frame, or sent an oversized or undecodable frame. The framing is lost
-                for good: every later call raises it again.
+                of a frame, sent an oversized or undecodable frame, or its unfinished frame
+                would exceed the shared receive budget. The framing is lost for good: every
+                later call raises it again.
         """
         decoder = self._decoder
         # Raises the error of a bad frame that followed the frames returned by the last call.
@@ -78,8 +128,42 @@ class FramedStream(trio.abc.AsyncResource):
                 raise EOFError("connection closed by the peer")
             decoder.feed(data)
             values = decoder.drain()
+            if not values:
+                if self.partial_since is None:
+                    self.partial_since = trio.current_time()
+                if self._budget is not None:
+                    self._charge()
+        if decoder.buffered:  # the start of the next frame came with these
+            self.partial_since = trio.current_time()
+        else:
+            self.partial_since = None
+        if self._budget is not None:
+            self._charge()
         return values
+
+    def _charge(self) -> None:
+        budget = self._budget
+        if budget is None:
+            return
+        buffered = self._decoder.buffered
+        delta = buffered - self._charged
+        if delta > 0 and budget.used + delta > budget.limit:
+            self._release()
+            self._budget = None
+            raise RemoteProtocolError(
+                f"an unfinished frame of {buffered} bytes would exceed the receive budget of "
+                f"{budget.limit} bytes shared by this node's incoming connections"
+            )
+        budget.used += delta
+        self._charged = buffered
+
+    def _release(self) -> None:
+        if self._budget is not None:
+            self._budget.used -= self._charged
+        self._charged = 0
 
     async def aclose(self) -> None:
         """Close the underlying stream."""
+        self._release()
+        self._budget = None
         await self.stream.aclose()

@@ -220,3 +220,40 @@ def test_spliced_array_decodes() -> None:
     decoder = FrameDecoder()
     decoder.feed(frame(array_header(len(items)) + b"".join(items)))
     assert decoder.drain() == [list(range(20))]
+
+
+def test_decode_limits_stop_a_frame_of_many_containers_early() -> None:
+    from hakit.protocol import CHANNEL_LIMITS, HANDSHAKE_LIMITS, DecodeLimits
+
+    # 16 MiB of empty arrays: a gigabyte of lists if decoded without limits.
+    n = 16 * 1024 * 1024 - 5
+    flat = frame(b"\xdd" + n.to_bytes(4, "big") + b"\x90" * n)
+    one = b"\xdc" + (4000).to_bytes(2, "big") + b"\x90" * 4000
+    nested = frame(b"\xdc" + (4000).to_bytes(2, "big") + one * 4000)
+    for limits, data, expected in [
+        (CHANNEL_LIMITS, flat, "exceeds max_array_len"),
+        (CHANNEL_LIMITS, nested, "more than 16 arrays and maps"),
+        (HANDSHAKE_LIMITS, nested, "exceeds the maximum of 65536"),
+        (DecodeLimits(max_map_len=1), encode_frame({1: 2, 3: 4}), "max_map_len"),
+        (DecodeLimits(max_containers=2), encode_frame([{}, []]), "more than 2"),
+    ]:
+        decoder = FrameDecoder(limits=limits)
+        decoder.feed(data)
+        with pytest.raises(RemoteProtocolError, match=expected):
+            decoder.drain()
+    fine = FrameDecoder(limits=DecodeLimits(max_containers=3))
+    fine.feed(encode_frame([{}, []]))
+    assert fine.drain() == [[{}, []]]
+
+
+def test_limits_can_be_raised_after_the_first_frame_but_not_past_the_maximum() -> None:
+    from hakit.protocol import HANDSHAKE_LIMITS, DecodeLimits
+
+    decoder = FrameDecoder(1000, limits=HANDSHAKE_LIMITS)
+    assert decoder.max_frame_size == 1000  # the decoder's own maximum caps the limits
+    decoder.set_limits(DecodeLimits(max_containers=1))
+    decoder.feed(encode_frame([[1]]))
+    with pytest.raises(RemoteProtocolError, match="more than 1"):
+        decoder.drain()
+    with pytest.raises(ValueError, match="max_containers"):
+        DecodeLimits(max_containers=-1)
