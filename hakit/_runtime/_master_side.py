@@ -434,11 +434,18 @@ class MasterSide:
     # -- commits -------------------------------------------------------------------------------
     def check_writable(self) -> None:
         node = self._node
+        session = node._session
         if node._role is Role.REPLICA:
-            session = node._session
             raise NotMasterError(
                 f"node {node.name!r} is a replica and cannot accept writes",
                 master_address=session.master_address if session else None,
+            )
+        if session is not None and node._role is not Role.MASTER:
+            # An attach in progress counts as a replica from its first step: its handshake
+            # announced this node's txid, so a local write now would fork it from the master.
+            raise NotMasterError(
+                f"node {node.name!r} is attaching to a master and cannot accept writes",
+                master_address=session.master_address,
             )
         if self.writes_disabled:
             raise NotMasterError(

@@ -9,7 +9,9 @@ master is replaced by force master it reconnects to the new one and carries on.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from contextlib import suppress
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -141,7 +143,7 @@ class ReplicaRun:
                     self.session.request, f"{self.session.detail} while connecting", None
                 )
             events = self._feed(machine, values)
-            first = events[0] if events else None
+            first = next(events, None)
             if isinstance(first, rm.Stopped):
                 error = (
                     HAProtocolError if first.reason is StopReason.HANDSHAKE_FAILED else HAIOError
@@ -161,6 +163,7 @@ class ReplicaRun:
             # 2. load and stream until stopped
             load_deadline = self.node._now() + (self.params.initial_timeout or math.inf)
             with self.session.scope():
+                events = chain((first,), events)
                 while True:
                     for event in events:
                         outcome = await self._replica_event(machine, framed, event)
@@ -218,33 +221,37 @@ class ReplicaRun:
                             await framed.send(bye.encode())
             await framed.aclose()
 
-    def _feed(self, machine: ReplicaMachine, values: list[Any]) -> list[rm.ReplicaEvent]:
-        now = self.node._now()
-        events: list[rm.ReplicaEvent] = []
+    def _feed(self, machine: ReplicaMachine, values: list[Any]) -> Iterator[rm.ReplicaEvent]:
+        """Feed the master's messages to the machine one at a time, as events are consumed.
+
+        Lazy on purpose: one read may hold several transaction batches, and the machine's
+        cumulative `ack()` counts every entry it has handed out. Feeding the next message
+        only once the caller has acted on (applied) the previous one's events keeps every
+        ack at or below what this node really holds.
+        """
         for value in values:
             try:
                 msg = m.parse_message(value)
             except RemoteProtocolError as exc:
-                events.append(machine.connection_lost(f"bad message from the master: {exc}"))
-                return events
-            events.extend(machine.receive(msg, now))
+                yield machine.connection_lost(f"bad message from the master: {exc}")
+                return
+            yield from machine.receive(msg, self.node._now())
             if machine.state is rm.ReplicaState.STOPPED:
-                break
-        return events
+                return
 
     async def _receive_events(
         self, machine: ReplicaMachine, framed: FramedStream, deadline: float
-    ) -> list[rm.ReplicaEvent]:
+    ) -> Iterator[rm.ReplicaEvent]:
         with trio.move_on_at(deadline):
             try:
                 values = await framed.receive()
             except EOFError:
-                return [machine.connection_lost("the master closed the connection")]
+                return iter([machine.connection_lost("the master closed the connection")])
             except (OSError, trio.BrokenResourceError, RemoteProtocolError) as exc:
-                return [machine.connection_lost(f"connection to the master failed: {exc}")]
+                return iter([machine.connection_lost(f"connection to the master failed: {exc}")])
             return self._feed(machine, values)
         stopped = machine.tick(self.node._now())
-        return [stopped] if stopped is not None else []
+        return iter([stopped] if stopped is not None else [])
 
     async def _replica_event(
         self,

@@ -22,8 +22,25 @@ from ._errors import RemoteProtocolError
 PROTOCOL_VERSION = 1
 
 #: A transaction entry on the wire: ``[txid, generation, ops]``; an op is ``[0, key, value]``
-#: (put) or ``[1, key]`` (delete).
+#: (put) or ``[1, key]`` (delete), a key being ``str`` or ``bytes``.
 Entry = list[Any]
+#: The op tags of an entry (the same values as `hakit.storage.PUT` and `DELETE`).
+OP_PUT = 0
+OP_DELETE = 1
+
+
+def op_error(op: Any) -> str | None:
+    """Return why `op` is not a well-formed put or delete, or None if it is one."""
+    if not isinstance(op, list) or not op:
+        return f"an op must be a non-empty array, not {_short(op)}"
+    tag = op[0]
+    if type(tag) is not int or tag not in (OP_PUT, OP_DELETE):
+        return f"unknown op {_short(tag)}"
+    if len(op) != (3 if tag == OP_PUT else 2):
+        return f"{'put' if tag == OP_PUT else 'delete'} op of {len(op)} items"
+    if not isinstance(op[1], str | bytes):
+        return f"key {_short(op[1])} is neither str nor bytes"
+    return None
 
 
 class Kind(enum.IntEnum):

@@ -312,6 +312,11 @@ class ReplicaMachine:
         if isinstance(msg, m.SnapshotChunk) and self._loaded is not None:
             if len(msg.items) % 2:
                 raise RemoteProtocolError("snapshot chunk with an odd number of items")
+            for key in msg.items[::2]:
+                if not isinstance(key, str | bytes):
+                    raise RemoteProtocolError(
+                        f"snapshot key {m._short(key)} is neither str nor bytes"
+                    )
             self._loaded += len(msg.items) // 2
             return [LoadChunk(msg.items)]
         if isinstance(msg, m.SnapshotEnd) and self._loaded is not None:
@@ -335,6 +340,10 @@ class ReplicaMachine:
                 raise RemoteProtocolError(f"transaction {entry[0]!r} does not follow {txid}")
             if type(entry[1]) is not int or entry[1] < last_generation:
                 raise RemoteProtocolError(f"transaction {entry[0]} has generation {entry[1]!r}")
+            for op in entry[2]:
+                problem = m.op_error(op)
+                if problem is not None:
+                    raise RemoteProtocolError(f"transaction {entry[0]}: {problem}")
             txid, last_generation = entry[0], entry[1]
         self.txid, self.last_generation = txid, last_generation
         events: list[ReplicaEvent] = [Apply(msg.entries)]
