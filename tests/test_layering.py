@@ -385,3 +385,34 @@ def test_widgets_use_only_public_names() -> None:
             for v in widget_violations(source, module, is_package, public)
         ]
     assert not bad, "hakit.widgets must use only public hakit names:\n" + "\n".join(bad)
+
+
+# -- (e) the notebook layer is opt-in -------------------------------------------------------
+
+
+def test_import_hakit_does_not_load_the_notebook_layer() -> None:
+    result = run_python(
+        """
+        import sys
+        import hakit
+        print(" ".join(sorted(
+            n for n in sys.modules
+            if n.startswith(("hakit.jupyter", "hakit.widgets", "IPython", "ipykernel"))
+        )))
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "", f"import hakit loaded: {result.stdout}"
+
+
+def test_import_hakit_jupyter_does_not_import_ipywidgets() -> None:
+    # The live cluster works without the widgets extra; the dashboard loads on display.
+    result = run_python(
+        """
+        import sys
+        import hakit.jupyter
+        print(" ".join(sorted(n for n in sys.modules if n.startswith(("ipywidgets", "anywidget")))))
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "", f"import hakit.jupyter loaded: {result.stdout}"

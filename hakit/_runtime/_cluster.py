@@ -71,6 +71,13 @@ class Cluster:
         Raises:
             InvalidArgumentError: the name is empty or taken.
         """
+        node = self._new_node(name, storage=storage)
+        await self._start_node(node, self._nursery)
+        return node
+
+    # The two halves of add_node, for hakit.jupyter: a notebook cell gets the node object at
+    # once (sync) and its tasks are started in whichever nursery the live cluster keeps.
+    def _new_node(self, name: str, *, storage: Storage | None = None) -> Node:
         if name in self._nodes:
             raise InvalidArgumentError(f"the cluster already has a node named {name!r}")
         node = Node(
@@ -81,10 +88,17 @@ class Cluster:
             event_sink=self._log,
             limits=limits,
         )
-        await self._nursery.start(node._main)
-        await node.listen(f"mem:{name}")
         self._nodes[name] = node
         return node
+
+    async def _start_node(self, node: Node, nursery: trio.Nursery) -> None:
+        try:
+            await nursery.start(node._main)
+            await node.listen(f"mem:{node.name}")
+        except BaseException:
+            if self._nodes.get(node.name) is node:
+                del self._nodes[node.name]
+            raise
 
     def statistics(self) -> ClusterStatistics:
         """Return every node's statistics."""

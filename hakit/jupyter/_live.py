@@ -1,0 +1,836 @@
+"""The live cluster: a `hakit.Cluster` in the notebook's trio run, driven by method twins.
+
+Every dashboard control has a method twin here, and a click calls exactly that method. A
+twin either takes effect before it returns (adding a node, making a master, partitions) or
+starts a background task and returns its `Handle` (attaching, writing, waiting). Failures of
+background tasks are reported in their handle and in `LiveCluster.log`; they never end the
+run or the cluster.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from .._runtime._channels import EID_MASTER, Channel, _Eid
+from .._runtime._cluster import Cluster
+from .._runtime._events import (
+    CommitFailed,
+    ConnectionRefused,
+    MasterChanged,
+    ReplicaDetached,
+    ReplicaStopped,
+)
+from .._runtime._node import Node
+from .._runtime._params import (
+    CommitResult,
+    MasterParams,
+    ReplicaMode,
+    ReplicaParams,
+    Role,
+)
+from ..protocol import KilledByReplicaError, ReplicationError, StopReason
+from ..storage import Storage
+from ._errors import NotebookError
+from ._guest import Runtime, runtime
+from ._handle import Handle, describe_error
+
+#: How often the watcher reads new events, samples lag and tells the views (seconds).
+WATCH_INTERVAL = 0.05
+#: How often `wait_synced` and `wait_until` look at their condition (seconds).
+POLL_INTERVAL = 0.01
+#: How long a twin that takes effect at once may drive the run (seconds).
+SYNC_TIMEOUT = 5.0
+#: How long `force_master` waits for the old master's other replicas to follow (seconds).
+FOLLOW_TIMEOUT = 10.0
+#: Log entries kept (older ones are dropped; `LiveCluster.log_dropped` counts them).
+LOG_LENGTH = 500
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One row of the stop-reason log.
+
+    Attributes:
+        time: seconds since the cluster started (trio clock).
+        node: the node it is about.
+        kind: ``"stopped"``, ``"detached"``, ``"stepped down"``, ``"followed"``,
+            ``"refused"``, ``"commit failed"`` or ``"error"`` (a task that failed).
+        reason: the stop reason, when there is one.
+        detail: what happened, in words.
+    """
+
+    time: float
+    node: str
+    kind: str
+    reason: StopReason | None
+    detail: str
+
+    @property
+    def explanation(self) -> str:
+        """The stop reason's plain explanation, or ``""``."""
+        return self.reason.describe() if self.reason is not None else ""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRow:
+    """What the dashboard's table shows for one node.
+
+    Attributes:
+        name: the node's name.
+        address: where it listens.
+        role: ``"master"``, ``"replica"`` or ``"standalone"``.
+        generation: its generation.
+        txid: its last transaction id.
+        master: the master it replicates from (replicas).
+        lag: transactions behind its master (replicas), else None.
+        lag_seconds: how long the oldest transaction it lacks has existed, else None.
+        connection: ``"syncing"``, ``"streaming"``, ``"cut"``, ``"connecting"``,
+            ``"stopped"``, ``"serving"`` or ``"-"``.
+        sync: how it was synced (``"full"``, ``"incremental"``, ``"equal"``), if it is.
+        progress: the share (0-1) of the initial load sent, while syncing.
+        writes_disabled: whether it refuses writes after stepping down.
+    """
+
+    name: str
+    address: str | None
+    role: str
+    generation: int
+    txid: int
+    master: str | None
+    lag: int | None
+    lag_seconds: float | None
+    connection: str
+    sync: str | None
+    progress: float | None
+    writes_disabled: bool
+
+
+def _parts(parts: bytes | str | Iterable[bytes | str]) -> list[bytes | str]:
+    if isinstance(parts, bytes | str):
+        return [parts]
+    return list(parts)
+
+
+class LiveCluster:
+    """A cluster of in-kernel nodes that runs in the background of a notebook.
+
+    Create it with `hakit.jupyter.open_cluster`. It wraps a trio `hakit.Cluster`
+    (`cluster`) and owns the method twins of every dashboard control. Shown as a cell's
+    value it is the live dashboard (`hakit.widgets.ClusterDashboard`).
+
+    Attributes:
+        cluster: the trio `hakit.Cluster` (use it from trio code).
+        seed: the seed of its simulated network.
+        name: the cluster name its nodes share.
+    """
+
+    def __init__(self, rt: Runtime, *, seed: int, name: str) -> None:
+        self._runtime = rt
+        self.seed = seed
+        self.name = name
+        self._scope = trio.CancelScope()
+        self._nursery: trio.Nursery | None = None
+        self._cluster: Cluster | None = None
+        self._closed = False
+        self._ended = False
+        self._attaches: dict[str, Handle[StopReason]] = {}
+        self._serving: dict[str, Handle[None]] = {}
+        self._channels: dict[tuple[str, str | _Eid], Channel] = {}
+        self._handles: deque[Handle[Any]] = deque(maxlen=200)
+        self._log: deque[LogEntry] = deque(maxlen=LOG_LENGTH)
+        self._logged = 0
+        self._events_seen = 0
+        self._listeners: list[Callable[[], None]] = []
+        self._started_at = 0.0
+        # master txid samples (txid, time first seen) for lag in seconds
+        self._commit_times: deque[tuple[int, float]] = deque(maxlen=4096)
+        rt.start_soon(self._main)
+        if not rt.drive_until(lambda: self._cluster is not None or self._ended, timeout=5):
+            raise NotebookError("the cluster did not start")  # pragma: no cover
+
+    async def _main(self) -> None:
+        try:
+            with self._scope:
+                async with trio.open_nursery() as nursery:
+                    self._started_at = trio.current_time()
+                    self._nursery = nursery
+                    self._cluster = Cluster(nursery, seed=self.seed, cluster_name=self.name)
+                    nursery.start_soon(self._watch)
+                    await trio.sleep_forever()
+        finally:
+            self._closed = True
+            self._ended = True
+            self._nursery = None
+            self._notify()
+
+    # -- state --------------------------------------------------------------------------------
+    @property
+    def cluster(self) -> Cluster:
+        """The trio `hakit.Cluster` inside."""
+        assert self._cluster is not None
+        return self._cluster
+
+    @property
+    def closed(self) -> bool:
+        """Whether `close` was called (or the run ended)."""
+        return self._closed
+
+    @property
+    def nodes(self) -> dict[str, Node]:
+        """The nodes by name."""
+        return self.cluster.nodes
+
+    def __getitem__(self, name: str) -> Node:
+        return self._node(name)
+
+    @property
+    def master(self) -> Node | None:
+        """The node that is the master now (the one accepting writes), if any."""
+        masters = [n for n in self.cluster.nodes.values() if n.role is Role.MASTER]
+        return masters[-1] if masters else None
+
+    @property
+    def log(self) -> list[LogEntry]:
+        """The stop-reason log, oldest first (the newest `LOG_LENGTH` entries)."""
+        return list(self._log)
+
+    @property
+    def log_dropped(self) -> int:
+        """How many old log entries were dropped to keep the log bounded."""
+        return self._logged - len(self._log)
+
+    @property
+    def handles(self) -> list[Handle[Any]]:
+        """The recent background tasks started by twins, oldest first."""
+        return list(self._handles)
+
+    def attach_handle(self, name: str) -> Handle[StopReason] | None:
+        """The handle of `name`'s latest attach, if it ever attached."""
+        return self._attaches.get(name)
+
+    def now(self) -> float:
+        """Seconds since the cluster started, on the trio clock."""
+        return trio.current_time() - self._started_at
+
+    def rows(self) -> list[NodeRow]:
+        """Return the dashboard table's rows: one per node, in the order they were added."""
+        nodes = self.cluster.nodes
+        stats = {name: node.statistics() for name, node in nodes.items()}
+        links = {}
+        for st in stats.values():
+            for link in st.replicas:
+                links[link.replica] = (st.name, link)
+        network = self.cluster.network
+        rows = []
+        for name, st in stats.items():
+            master = st.master
+            lag = lag_seconds = progress = None
+            sync = None
+            connection = "-"
+            attach = self._attaches.get(name)
+            if st.role == "master":
+                connection = "serving"
+            elif name in links:
+                master = links[name][0]
+                link = links[name][1]
+                connection = link.state
+                sync = link.sync
+                lag = max(stats[master].txid - st.txid, 0)
+                lag_seconds = self._lag_seconds(st.txid) if lag else 0.0
+                if link.state == "syncing":
+                    total = link.bytes_sent + link.unsent_bytes
+                    progress = link.bytes_sent / total if total else 0.0
+            elif attach is not None and not attach.done:
+                connection = "connecting"
+            elif attach is not None:
+                connection = "stopped"
+            if master is not None and st.role != "master" and _cut(network, name, master):
+                connection = "cut"
+            rows.append(
+                NodeRow(
+                    name=name, address=st.address, role=st.role, generation=st.generation,
+                    txid=st.txid, master=master, lag=lag, lag_seconds=lag_seconds,
+                    connection=connection, sync=sync, progress=progress,
+                    writes_disabled=st.writes_disabled,
+                )
+            )  # fmt: skip
+        return rows
+
+    def _lag_seconds(self, txid: int) -> float:
+        # The oldest transaction the replica lacks is txid + 1: how long has it existed?
+        now = trio.current_time()
+        for seen_txid, when in self._commit_times:
+            if seen_txid > txid:
+                return max(now - when, 0.0)
+        return 0.0
+
+    def add_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` after every change the watcher sees (views refresh there)."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[], None]) -> None:
+        """Stop calling `listener`."""
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    # -- the background watcher ---------------------------------------------------------------
+    async def _watch(self) -> None:
+        while True:
+            self._read_events()
+            master = self.master
+            if master is not None:
+                txid = master.txid
+                if not self._commit_times or self._commit_times[-1][0] < txid:
+                    self._commit_times.append((txid, trio.current_time()))
+            self._notify()
+            await trio.sleep(WATCH_INTERVAL)
+
+    def _notify(self) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener()
+            except Exception as exc:  # a view's failure is shown, never raised into trio
+                self._add_log("dashboard", "error", None, describe_error(exc))
+
+    def _read_events(self) -> None:
+        events = self.cluster.events
+        total = len(events)
+        if total < self._events_seen:  # a bounded log dropped old events: start over
+            self._events_seen = 0
+        start = self._events_seen
+        self._events_seen = total
+        base = self._started_at
+        for index in range(start, total):
+            event = events[index]
+            if isinstance(event, ReplicaStopped):
+                self._add_log(event.node, "stopped", event.reason, event.detail, event.time - base)
+            elif isinstance(event, ReplicaDetached):
+                detail = f"replica {event.replica} detached: {event.detail}"
+                self._add_log(event.node, "detached", event.reason, detail, event.time - base)
+            elif isinstance(event, MasterChanged):
+                detail = f"now follows {event.new_master} (generation {event.generation})"
+                self._add_log(event.node, "followed", None, detail, event.time - base)
+            elif isinstance(event, CommitFailed):
+                self._add_log(event.node, "commit failed", None, event.detail, event.time - base)
+            elif isinstance(event, ConnectionRefused):
+                detail = f"{event.peer}: {event.detail}"
+                self._add_log(event.node, "refused", None, detail, event.time - base)
+
+    def _add_log(
+        self, node: str, kind: str, reason: StopReason | None, detail: str, at: float | None = None
+    ) -> None:
+        if at is None and self._cluster is not None:
+            self._read_events()  # the events before it come first
+        self._logged += 1
+        self._log.append(LogEntry(self.now() if at is None else at, node, kind, reason, detail))
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise NotebookError(
+                f"cluster {self.name!r} is closed: call hj.open_cluster() for a new one"
+            )
+
+    def _node(self, name: str) -> Node:
+        if isinstance(name, Node):
+            return name
+        node = self.cluster.nodes.get(name)
+        if node is None:
+            known = ", ".join(self.cluster.nodes) or "none yet"
+            raise NotebookError(f"no node named {name!r} in this cluster (nodes: {known})")
+        return node
+
+    def _spawn(
+        self,
+        what: str,
+        fn: Callable[..., Any],
+        *args: Any,
+        status: Callable[[], str] | None = None,
+        report: bool = True,
+    ) -> Handle[Any]:
+        self._check_open()
+        assert self._nursery is not None
+        handle: Handle[Any] = Handle(
+            self._runtime, what, fn, *args, nursery=self._nursery, status=status,
+            on_done=self._task_done if report else None,
+        )  # fmt: skip
+        self._handles.append(handle)
+        return handle
+
+    def _task_done(self, handle: Handle[Any]) -> None:
+        if handle.state == "failed":
+            error = handle.exception()
+            assert error is not None
+            reason = getattr(error, "stop_reason", None)
+            self._add_log(
+                "cluster", "error", reason if isinstance(reason, StopReason) else None,
+                f"{handle.what} failed: {describe_error(error)}",
+            )  # fmt: skip
+        self._notify()
+
+    def _drive(self, handle: Handle[Any]) -> Any:
+        """Run `handle` to its end now (a short start-up step) and return its result."""
+        if not self._runtime.drive_until(lambda: handle.done, timeout=SYNC_TIMEOUT):
+            raise NotebookError(f"{handle.what} did not finish within {SYNC_TIMEOUT:g} s")
+        return handle.result()
+
+    # -- twins: nodes and roles ---------------------------------------------------------------
+    def add_node(self, name: str, *, storage: Storage | None = None) -> Node:
+        """Add a node listening at ``mem:<name>``; it is running when this returns.
+
+        Raises:
+            InvalidArgumentError: the name is empty or taken.
+        """
+        self._check_open()
+        node = self.cluster._new_node(name, storage=storage)
+        assert self._nursery is not None
+        self._drive(self._spawn(f"start {name}", self.cluster._start_node, node, self._nursery))
+        self._notify()
+        return node
+
+    def make_master(self, name: str, params: MasterParams | None = None) -> Node:
+        """Make `name` a master (`set_master_params`) and serve replicas in the background.
+
+        Raises:
+            LocalProtocolError: the node is attached as a replica (stop it first).
+        """
+        self._check_open()
+        node = self._node(name)
+        node.set_master_params(params)
+        self._serve(node)
+        self._notify()
+        return node
+
+    def _serve(self, node: Node) -> None:
+        serving = self._serving.get(node.name)
+        if serving is not None and not serving.done:
+            return
+
+        async def serve() -> None:
+            try:
+                await node.serve_replicas()
+            except KilledByReplicaError as exc:
+                self._add_log(node.name, "stepped down", None, str(exc))
+
+        self._serving[node.name] = self._spawn(f"{node.name} serves replicas", serve)
+
+    def attach(
+        self,
+        replica: str,
+        master: str,
+        force_master: bool = False,
+        params: ReplicaParams | None = None,
+    ) -> Handle[StopReason]:
+        """Attach `replica` to `master` in the background; the handle resolves to the stop reason.
+
+        Args:
+            replica: the node that replicates.
+            master: the master's node name (or an address).
+            force_master: attach with ``FORCE_MASTER``: sync, then take over as master.
+            params: the `ReplicaParams` (``FORCE_MASTER`` is added when `force_master`).
+
+        Raises:
+            NotebookError: an unknown node, or `replica` is already attached or a master.
+        """
+        self._check_open()
+        node = self._node(replica)
+        current = self._attaches.get(replica)
+        if current is not None and not current.done:
+            raise NotebookError(
+                f"{replica} is already attached; call cluster.replica_stop({replica!r}) first"
+            )
+        if node.role is Role.MASTER:
+            raise NotebookError(
+                f"{replica} is a master: a master cannot attach to another one "
+                "(add a fresh node, or force master from a replica)"
+            )
+        if master in self.cluster.nodes:
+            if master == replica:
+                raise NotebookError(f"{replica} cannot attach to itself")
+            address = self.cluster.nodes[master].address or f"mem:{master}"
+        else:
+            address = master
+        params = params or ReplicaParams()
+        if force_master:
+            params = dataclasses.replace(params, mode=params.mode | ReplicaMode.FORCE_MASTER)
+        return self._attach(node, address, params, master)
+
+    def _attach(
+        self, node: Node, address: str, params: ReplicaParams, master: str
+    ) -> Handle[StopReason]:
+        forcing = ReplicaMode.FORCE_MASTER in params.mode
+
+        async def attach() -> StopReason:
+            reason = await node.attach_master(address, params)
+            if reason is StopReason.BECOMES_MASTER:
+                self._serve(node)
+            return reason
+
+        def status() -> str:
+            for row in self.rows():
+                if row.name == node.name:
+                    return f"{row.connection}, txid {row.txid}"
+            return ""  # pragma: no cover
+
+        what = f"{'force master: ' if forcing else ''}attach {node.name} to {master}"
+        # A stop is logged from its ReplicaStopped event; only other failures are reported.
+        handle: Handle[StopReason] = self._spawn(what, attach, status=status, report=False)
+        handle.add_done_callback(self._attach_done)
+        self._attaches[node.name] = handle
+        return handle
+
+    def _attach_done(self, handle: Handle[Any]) -> None:
+        error = handle.exception() if handle.state == "failed" else None
+        if error is not None and not isinstance(error, ReplicationError):
+            self._task_done(handle)
+        self._notify()
+
+    def replica_stop(self, name: str) -> Handle[StopReason]:
+        """Stop `name`'s replication gracefully; returns its attach handle.
+
+        Raises:
+            LocalProtocolError: the node is not attached.
+        """
+        self._check_open()
+        node = self._node(name)
+        node.replica_stop()
+        return self._attaches[name] if name in self._attaches else self._nothing(name)
+
+    def cancel(self, name: str) -> Handle[StopReason]:
+        """Interrupt `name`'s replication at once; returns its attach handle.
+
+        Raises:
+            LocalProtocolError: the node is not attached.
+        """
+        self._check_open()
+        node = self._node(name)
+        node.cancel()
+        return self._attaches[name] if name in self._attaches else self._nothing(name)
+
+    def _nothing(self, name: str) -> Handle[StopReason]:  # pragma: no cover - attached elsewhere
+        raise NotebookError(f"{name} was attached outside this live cluster")
+
+    def detach(self, replica: str, master: str | None = None) -> Handle[StopReason] | None:
+        """Detach `replica` from the master side; its attach returns MASTER_REQUESTED_DISCONNECT.
+
+        Args:
+            replica: the replica's name.
+            master: the master it is attached to (default: the one that has it).
+
+        Returns:
+            The replica's attach handle, if it attached from this live cluster.
+
+        Raises:
+            NotebookError: no master has that replica attached.
+        """
+        self._check_open()
+        if master is None:
+            owners = [n for n in self.cluster.nodes.values() if replica in n.replicas]
+            if not owners:
+                raise NotebookError(f"no master has a replica named {replica!r} attached")
+            master_node = owners[0]
+        else:
+            master_node = self._node(master)
+        master_node.detach_replica(replica)
+        return self._attaches.get(replica)
+
+    def force_master(self, name: str) -> Handle[StopReason]:
+        """Make replica `name` the master: stop its attach, re-attach with FORCE_MASTER.
+
+        The old master steps down, its other replicas follow the new one. The handle
+        resolves to the stop reason of the forced attach (``BECOMES_MASTER``).
+
+        Raises:
+            NotebookError: `name` is already the master, or there is no master to take over.
+        """
+        self._check_open()
+        node = self._node(name)
+        if node.role is Role.MASTER:
+            raise NotebookError(f"{name} is already the master")
+        master_name = node.statistics().master
+        if master_name is None:
+            current = self.master
+            if current is None:
+                raise NotebookError("there is no master to take over from: make_master() first")
+            master_name = current.name
+        master_node = self.cluster.nodes.get(master_name)
+        address = master_node.address if master_node is not None else None
+        if master_node is None or address is None:
+            raise NotebookError(f"the master {master_name} has no address")  # pragma: no cover
+        running = self._attaches.get(name)
+
+        async def force() -> StopReason:
+            if running is not None and not running.done:
+                node.replica_stop()
+                with trio.move_on_after(SYNC_TIMEOUT):
+                    await running._finished.wait()
+                if not running.done:  # the graceful stop hangs (a cut link): interrupt
+                    node.cancel()
+                    await running._finished.wait()
+            followers = [r for r in master_node.replicas if r != name]
+            params = ReplicaParams(mode=ReplicaMode.FORCE_MASTER)
+            reason = await self._attach(node, address, params, master_name).wait()
+            if reason is StopReason.BECOMES_MASTER:
+                # The whole sequence: the old master's other replicas follow the new one.
+                with trio.move_on_after(FOLLOW_TIMEOUT):
+                    await _until(lambda: all(self._followed(f, name) for f in followers))
+            return reason
+
+        return self._spawn(f"force master {name}", force)
+
+    def _followed(self, follower: str, master: str) -> bool:
+        attach = self._attaches.get(follower)
+        if attach is not None and attach.done:
+            return True  # it stopped instead of following: nothing to wait for
+        node = self.cluster.nodes.get(follower)
+        return node is None or (node.statistics().master == master and self.synced(follower))
+
+    # -- twins: data --------------------------------------------------------------------------
+    def _writer(self, node: str | None) -> Node:
+        if node is not None:
+            return self._node(node)
+        master = self.master
+        if master is None:
+            raise NotebookError("no node is the master: call cluster.make_master(name) first")
+        return master
+
+    def write(self, key: str | bytes, value: Any, node: str | None = None) -> Handle[CommitResult]:
+        """Commit ``key = value`` on `node` (default: the current master).
+
+        Returns:
+            A handle resolving to the `CommitResult`.
+        """
+        self._check_open()
+        target = self._writer(node)
+
+        async def write() -> CommitResult:
+            async with target.transaction() as tx:
+                tx.put(key, value)
+            assert tx.result is not None
+            return tx.result
+
+        return self._spawn(f"write {key!r} on {target.name}", write)
+
+    def delete(self, key: str | bytes, node: str | None = None) -> Handle[CommitResult]:
+        """Delete `key` on `node` (default: the current master); resolves to the `CommitResult`."""
+        self._check_open()
+        target = self._writer(node)
+
+        async def delete() -> CommitResult:
+            async with target.transaction() as tx:
+                tx.delete(key)
+            assert tx.result is not None
+            return tx.result
+
+        return self._spawn(f"delete {key!r} on {target.name}", delete)
+
+    # -- twins: channels ----------------------------------------------------------------------
+    def _channel(self, sender: str, target: str | _Eid) -> Channel:
+        key = (sender, target)
+        channel = self._channels.get(key)
+        if channel is None:
+            channel = self._node(sender).channel(target)
+            self._channels[key] = channel
+        return channel
+
+    def send(
+        self, sender: str, target: str | _Eid, parts: bytes | str | Sequence[bytes | str]
+    ) -> Handle[None]:
+        """Send a one-way message from `sender` to `target` (a node name or EID_MASTER)."""
+        self._check_open()
+        channel = self._channel(sender, target)
+        payload = _parts(parts)
+        name = "the master" if target is EID_MASTER else target
+        return self._spawn(f"send from {sender} to {name}", channel.send_msg, payload)
+
+    def request(
+        self,
+        sender: str,
+        target: str | _Eid,
+        parts: bytes | str | Sequence[bytes | str],
+        timeout: float | None = None,
+        multiple: bool = False,
+    ) -> Handle[Any]:
+        """Send a request from `sender` to `target`; resolves to the answer.
+
+        Args:
+            sender: the node that sends.
+            target: a node name, an address, or `hakit.EID_MASTER`.
+            parts: the message parts (bytes, or str sent as UTF-8).
+            timeout: seconds to wait for the answer (None: the channel default, 5 s).
+            multiple: accept a multi-part answer (resolves to a list of bytes).
+        """
+        self._check_open()
+        channel = self._channel(sender, target)
+        payload = _parts(parts)
+        name = "the master" if target is EID_MASTER else target
+
+        async def request() -> Any:
+            return await channel.send_request(payload, timeout=timeout, multiple=multiple)
+
+        return self._spawn(f"request from {sender} to {name}", request)
+
+    # -- twins: the network -------------------------------------------------------------------
+    def partition(self, a: str | Iterable[str], b: str | Iterable[str]) -> None:
+        """Cut every link between the nodes of `a` and those of `b` (until `heal`)."""
+        self._check_open()
+        self.cluster.network.partition(a, b)
+        self._notify()
+
+    def heal(self) -> None:
+        """Remove every partition; held bytes are delivered in order."""
+        self._check_open()
+        self.cluster.network.heal()
+        self._notify()
+
+    def set_latency(self, seconds: float, jitter: float = 0.0) -> None:
+        """Delay every chunk sent from now on by `seconds` plus a seeded draw up to `jitter`."""
+        self._check_open()
+        self.cluster.network.set_latency(seconds, jitter)
+
+    def set_loss(self, rate: float) -> None:
+        """Drop each message with probability `rate` (seeded), on every link.
+
+        Raises:
+            NotebookError: this hakit's simulated network has no loss control yet.
+        """
+        self._check_open()
+        set_loss = getattr(self.cluster.network, "set_loss", None)
+        if set_loss is None:
+            raise NotebookError("this hakit's simulated network has no set_loss yet")
+        set_loss(rate)
+
+    # -- twins: waiting -----------------------------------------------------------------------
+    def synced(self, name: str) -> bool:
+        """Whether `name` is attached to a master and streaming (its initial sync is done)."""
+        for row in self.rows():
+            if row.name == name:
+                return row.role == "replica" and row.connection == "streaming"
+        return False
+
+    def wait_synced(self, *names: str, timeout: float = 30.0) -> Handle[None]:
+        """Wait until each named replica has finished its initial sync and is streaming.
+
+        Raises (in the handle):
+            TimeoutError: not all of them were synced within `timeout` seconds.
+        """
+        self._check_open()
+        for name in names:
+            self._node(name)
+
+        async def wait() -> None:
+            with trio.move_on_after(timeout):
+                await _until(lambda: all(self.synced(name) for name in names))
+                return
+            lagging = [name for name in names if not self.synced(name)]
+            raise TimeoutError(f"not synced within {timeout:g} s: {', '.join(lagging)}")
+
+        return self._spawn(f"wait until {', '.join(names)} synced", wait)
+
+    def wait_until(self, predicate: Callable[[], object], timeout: float = 30.0) -> Handle[None]:
+        """Wait until ``predicate()`` is true (checked every few milliseconds).
+
+        Raises (in the handle):
+            TimeoutError: it stayed false for `timeout` seconds.
+        """
+        self._check_open()
+        what = getattr(predicate, "__name__", "condition")
+
+        async def wait() -> None:
+            with trio.move_on_after(timeout):
+                await _until(predicate)
+                return
+            raise TimeoutError(f"{what} still false after {timeout:g} s")
+
+        return self._spawn(f"wait until {what}", wait)
+
+    # -- closing and display ------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop every node and task of this cluster (the notebook run goes on)."""
+        if self._ended:
+            self._closed = True
+            return
+        self._closed = True
+        self._scope.cancel()
+        if not trio.lowlevel.in_trio_task():
+            self._runtime.drive_until(lambda: self._ended, timeout=SYNC_TIMEOUT)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "running"
+        parts = []
+        for row in self.rows() if self._cluster is not None else []:
+            parts.append(f"{row.name}:{row.role}")
+        return f"<LiveCluster {self.name!r} seed={self.seed} {state} [{', '.join(parts)}]>"
+
+    def _repr_html_(self) -> str:
+        header = (
+            "<tr><th>node</th><th>role</th><th>generation</th><th>txid</th>"
+            "<th>master</th><th>lag</th><th>connection</th></tr>"
+        )
+        cells = (
+            (r.name, r.role, r.generation, r.txid, r.master or "-",
+             "-" if r.lag is None else r.lag, r.connection)
+            for r in self.rows()
+        )  # fmt: skip
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
+            for row in cells
+        )
+        state = "closed" if self._closed else "running"
+        return (
+            f"<div><b>hakit cluster {html.escape(self.name)}</b> (seed {self.seed}, {state})"
+            f"<table>{header}{body}</table></div>"
+        )
+
+
+async def _until(predicate: Callable[[], object]) -> None:
+    """Return once ``predicate()`` is true, looking every `POLL_INTERVAL` seconds.
+
+    Polling, because the conditions read state that many tasks change (statistics, roles);
+    a look costs microseconds.
+    """
+    while True:
+        if predicate():
+            return
+        await trio.sleep(POLL_INTERVAL)
+
+
+def _cut(network: Any, a: str, b: str) -> bool:
+    """Whether the simulated network cuts (partition or hold) the link between `a` and `b`."""
+    is_cut = getattr(network, "_is_cut", None)
+    return bool(is_cut(frozenset((a, b)))) if is_cut is not None else False
+
+
+_live: dict[str, LiveCluster] = {}
+
+
+def open_cluster(*, seed: int = 0, name: str = "hakit") -> LiveCluster:
+    """Start a live cluster in the notebook's trio run (starting the run if needed).
+
+    Re-running the cell closes the cluster of the same `name` it opened before, so a
+    notebook can be re-run top to bottom.
+
+    Args:
+        seed: seeds the simulated network.
+        name: the cluster name its nodes share (and what a re-run replaces).
+    """
+    old = _live.pop(name, None)
+    if old is not None:
+        old.close()
+    live = LiveCluster(runtime(), seed=seed, name=name)
+    _live[name] = live
+    return live
+
+
+def close_clusters() -> None:
+    """Close every live cluster."""
+    for live in list(_live.values()):
+        live.close()
+    _live.clear()
