@@ -71,13 +71,15 @@ class Cluster:
         Raises:
             InvalidArgumentError: the name is empty or taken.
         """
-        node = self._new_node(name, storage=storage)
+        node = self._new_node(name, storage=storage, limits=limits)
         await self._start_node(node, self._nursery)
         return node
 
     # The two halves of add_node, for hakit.jupyter: a notebook cell gets the node object at
     # once (sync) and its tasks are started in whichever nursery the live cluster keeps.
-    def _new_node(self, name: str, *, storage: Storage | None = None) -> Node:
+    def _new_node(
+        self, name: str, *, storage: Storage | None = None, limits: NodeLimits | None = None
+    ) -> Node:
         if name in self._nodes:
             raise InvalidArgumentError(f"the cluster already has a node named {name!r}")
         node = Node(

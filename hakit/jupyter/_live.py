@@ -31,6 +31,7 @@ from .._runtime._node import Node
 from .._runtime._params import (
     CommitResult,
     MasterParams,
+    NodeLimits,
     ReplicaMode,
     ReplicaParams,
     Role,
@@ -382,14 +383,21 @@ class LiveCluster:
         return handle.result()
 
     # -- twins: nodes and roles ---------------------------------------------------------------
-    def add_node(self, name: str, *, storage: Storage | None = None) -> Node:
+    def add_node(
+        self, name: str, *, storage: Storage | None = None, limits: NodeLimits | None = None
+    ) -> Node:
         """Add a node listening at ``mem:<name>``; it is running when this returns.
+
+        Args:
+            name: the node's name, unique in the cluster.
+            storage: its database (default: a new `MemoryStorage`).
+            limits: what its peers may cost it (default: `hakit.NodeLimits()`).
 
         Raises:
             InvalidArgumentError: the name is empty or taken.
         """
         self._check_open()
-        node = self.cluster._new_node(name, storage=storage)
+        node = self.cluster._new_node(name, storage=storage, limits=limits)
         assert self._nursery is not None
         self._drive(self._spawn(f"start {name}", self.cluster._start_node, node, self._nursery))
         self._notify()
