@@ -44,6 +44,7 @@ from ._runtime._params import (
     Role,
     TransactionRecord,
 )
+from ._runtime._security import InsecureListenerWarning, TlsConfig
 from ._runtime._statistics import ChannelStatistics, LinkStatistics, NodeStatistics
 from ._version import __version__
 from .protocol import (
@@ -97,6 +98,7 @@ __all__ = [
     "HAIOError",
     "HAProtocolError",
     "HakitError",
+    "InsecureListenerWarning",
     "InvalidArgumentError",
     "KilledByReplicaError",
     "LinkStatistics",
@@ -130,6 +132,7 @@ __all__ = [
     "SqliteStorage",
     "StopReason",
     "Storage",
+    "TlsConfig",
     "Transaction",
     "TransactionRecord",
     "UnavailableError",

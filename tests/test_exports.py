@@ -20,6 +20,8 @@ PUBLIC = {
     "MasterChanged", "ConnectionRefused", "CommitFailed", "ChannelConnected",
     "ChannelDisconnected", "ChannelHandlerFailed", "ChannelRequestTimedOut",
     "ChannelUnavailable",
+    # link security
+    "TlsConfig", "InsecureListenerWarning",
     # message channels
     "Channel", "ChannelMessage", "EID_MASTER",
     # errors

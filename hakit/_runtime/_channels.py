@@ -47,7 +47,7 @@ from ..protocol import (
 from ..protocol import _channel as ch
 from ..protocol import _messages as m
 from ..protocol._codec import CHANNEL_LIMITS
-from ..transports import FramedStream, MemoryAddress, ReceiveBudget, connect, parse_address
+from ..transports import FramedStream, MemoryAddress, ReceiveBudget, parse_address
 from ._events import (
     ChannelConnected,
     ChannelDisconnected,
@@ -55,6 +55,7 @@ from ._events import (
     ChannelRequestTimedOut,
     ChannelUnavailable,
 )
+from ._security import AuthenticationFailed, open_secure
 from ._statistics import ChannelStatistics
 
 if TYPE_CHECKING:
@@ -1011,11 +1012,13 @@ class ChannelManager:
         framed: FramedStream | None = None
         try:
             try:
-                stream = await connect(address, network=node._network, source=node.name)
                 # Answers are small: reads of 64 KiB cost less than the default 256 KiB (a
                 # buffer that size is allocated for every read, and shrunk to what came).
-                framed = FramedStream(
-                    stream,
+                framed = await open_secure(
+                    address,
+                    node._security,
+                    network=node._network,
+                    source=node.name,
                     max_frame_size=node.max_frame_size,
                     receive_size=_RECEIVE_SIZE,
                     limits=CHANNEL_LIMITS,
@@ -1025,8 +1028,11 @@ class ChannelManager:
                 events = [e for v in values for e in machine.receive_value(v)]
             except EOFError:
                 raise self._unavailable(address, "the peer closed the connection at once") from None
+            except AuthenticationFailed as exc:
+                raise self._unavailable(address, str(exc)) from None
             except (*_IO_ERRORS, RemoteProtocolError, ValueError) as exc:
-                raise self._unavailable(address, str(exc) or type(exc).__name__) from None
+                why = str(exc) or str(exc.__cause__ or type(exc).__name__)  # TLS: in the cause
+                raise self._unavailable(address, why) from None
             refused = [e for e in events if isinstance(e, ch.Refused)]
             if refused or machine.state is not ch.ChannelState.OPEN:
                 raise self._unavailable(address, refused[0].detail if refused else "no hello")

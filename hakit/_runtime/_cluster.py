@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import trio
 
 from ..protocol import InvalidArgumentError
+from ..protocol._auth import check_secret
 from ..storage import Storage
 from ..transports import SimulatedNetwork
 from ._events import Event, EventLog
@@ -39,8 +40,17 @@ class Cluster:
         seed: the seed of the simulated network.
     """
 
-    def __init__(self, nursery: trio.Nursery, *, seed: int, cluster_name: str) -> None:
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        *,
+        seed: int,
+        cluster_name: str,
+        secret: bytes | str | None = None,
+    ) -> None:
         self._nursery = nursery
+        #: The cluster secret every node of the cluster proves on its links (None: none).
+        self.secret = None if secret is None else check_secret(secret)
         self.seed = seed
         self.cluster_name = cluster_name
         self.network = SimulatedNetwork(seed)
@@ -89,6 +99,7 @@ class Cluster:
             network=self.network,
             event_sink=self._log,
             limits=limits,
+            secret=self.secret,
         )
         self._nodes[name] = node
         return node
@@ -115,16 +126,24 @@ class Cluster:
 
 
 @asynccontextmanager
-async def open_cluster(*, seed: int = 0, cluster_name: str = "hakit") -> AsyncIterator[Cluster]:
+async def open_cluster(
+    *, seed: int = 0, cluster_name: str = "hakit", secret: bytes | str | None = None
+) -> AsyncIterator[Cluster]:
     """Run a cluster of in-kernel nodes inside the ``async with`` block.
 
     Args:
         seed: seeds the simulated network; same seed and script give the same event log
             (under trio's `MockClock`).
         cluster_name: the cluster name every node shares.
+        secret: a cluster secret (at least 16 bytes) every node proves on every link, as
+            nodes in separate processes do (see `open_node`).
+
+    Raises:
+        TypeError, ValueError: a bad `secret`.
     """
+    cluster_secret = None if secret is None else check_secret(secret)
     async with trio.open_nursery() as nursery:
-        cluster = Cluster(nursery, seed=seed, cluster_name=cluster_name)
+        cluster = Cluster(nursery, seed=seed, cluster_name=cluster_name, secret=cluster_secret)
         try:
             yield cluster
         finally:

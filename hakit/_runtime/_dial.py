@@ -13,7 +13,8 @@ from ..protocol import (
     RemoteProtocolError,
     StopReason,
 )
-from ..transports import FramedStream, SimulatedNetwork, connect
+from ..transports import FramedStream, SimulatedNetwork
+from ._security import NO_SECURITY, AuthenticationFailed, Security, open_secure
 
 #: What a failed connect, a lost connection or garbage in the first frames raises.
 _IO_ERRORS = (OSError, EOFError, trio.BrokenResourceError, RemoteProtocolError)
@@ -29,6 +30,7 @@ async def dial(
     network: SimulatedNetwork | None = None,
     source: str | None = None,
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+    security: Security = NO_SECURITY,
 ) -> tuple[FramedStream, list[Any]]:
     """Connect to `address`, send the frame `first` and wait for the peer's first frames.
 
@@ -41,6 +43,7 @@ async def dial(
         network: the simulated network of a ``mem:`` address.
         source: this node's name on the simulated network.
         max_frame_size: the largest frame accepted from the peer.
+        security: the cluster secret and TLS the link uses (see `open_secure`).
 
     Returns:
         The open stream (the caller owns it from now on) and the decoded frames that came.
@@ -48,12 +51,18 @@ async def dial(
     Raises:
         NetworkTimeoutError: the peer did not answer within `timeout`.
         HAIOError: the peer could not be reached, closed the connection, or sent garbage.
+        HAProtocolError: the authentication failed, either way (`HANDSHAKE_FAILED`).
     """
     framed: FramedStream | None = None
     try:
         with trio.fail_after(timeout):
-            stream = await connect(address, network=network, source=source)
-            framed = FramedStream(stream, max_frame_size=max_frame_size)
+            framed = await open_secure(
+                address,
+                security,
+                network=network,
+                source=source,
+                max_frame_size=max_frame_size,
+            )
             await framed.send(first)
             return framed, await framed.receive()
     except BaseException as exc:
@@ -65,8 +74,11 @@ async def dial(
                 f"{peer} did not answer within {timeout:g} s",
                 stop_reason=stop_reason, address=address,
             ) from None  # fmt: skip
+        if isinstance(exc, AuthenticationFailed):
+            raise
         if isinstance(exc, _IO_ERRORS):
+            why = str(exc) or str(exc.__cause__ or type(exc).__name__)  # TLS: in the cause
             raise HAIOError(
-                f"could not reach {peer}: {exc}", stop_reason=stop_reason, address=address
+                f"could not reach {peer}: {why}", stop_reason=stop_reason, address=address
             ) from None
         raise

@@ -46,6 +46,7 @@ from ._params import (
     Role,
 )
 from ._replica_side import ReplicaRun, Session
+from ._security import Security, TlsConfig, accept_secure, warn_if_exposed
 from ._statistics import LinkStatistics, NodeStatistics
 
 #: Transactions kept for resync by a node that is not (yet) a master, so that after a force
@@ -133,9 +134,14 @@ class Node:
         event_sink: EventSink | None = None,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         limits: NodeLimits | None = None,
+        secret: bytes | str | None = None,
+        tls: TlsConfig | None = None,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise InvalidArgumentError("a node needs a non-empty name")
+        #: The cluster secret and TLS contexts every link of this node uses.
+        self._security = Security.make(secret, tls)
+        self._warned_exposed = False
         self.name = name
         self.storage: Storage = storage if storage is not None else MemoryStorage()
         self.cluster_name = cluster_name
@@ -255,7 +261,11 @@ class Node:
         nursery = self._spawn()
         if address in self._listeners or address == self._address:
             return self._address if address == self._address and self._address else address
-        listener, bound = await open_listener(address, network=self._network)
+        listener, bound = await open_listener(
+            address, network=self._network, ssl_context=self._security.server_ssl
+        )
+        if not self._warned_exposed:
+            self._warned_exposed = warn_if_exposed(self.name, bound, self._security)
         scope = trio.CancelScope()
         self._listeners[bound] = scope
         if self._address is None:
@@ -341,13 +351,22 @@ class Node:
         timeout = params.initial_timeout if params and params.initial_timeout else None
         try:
             with trio.fail_after(timeout or _DEFAULT_HANDSHAKE_TIMEOUT):
-                values = await framed.receive()
+                # TLS and the cluster secret first: a refused peer gets no protocol frame.
+                values, refused = await accept_secure(framed, self._security)
+            if refused is not None:
+                self._refuse("unauthenticated peer", refused)
+                with trio.CancelScope(shield=True):
+                    await framed.aclose()
+                return
             if len(values) != 1:
                 raise RemoteProtocolError("sent more before the handshake was answered")
             msg = m.parse_message(values[0])
         except (RemoteProtocolError, EOFError, OSError, trio.BrokenResourceError,
                 trio.TooSlowError) as exc:  # fmt: skip
-            detail = "no handshake in time" if isinstance(exc, trio.TooSlowError) else str(exc)
+            if isinstance(exc, trio.TooSlowError):
+                detail = "no handshake in time"
+            else:  # a failed TLS handshake says why only in its cause
+                detail = str(exc) or str(exc.__cause__ or type(exc).__name__)
             self._refuse("unknown peer", detail)
             with trio.CancelScope(shield=True):
                 await framed.aclose()
@@ -635,6 +654,8 @@ async def open_node(
     cluster_name: str = "hakit",
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
     limits: NodeLimits | None = None,
+    secret: bytes | str | None = None,
+    tls: TlsConfig | None = None,
 ) -> AsyncIterator[Node]:
     """Run one standalone node; its background tasks live inside the ``async with`` block.
 
@@ -647,6 +668,14 @@ async def open_node(
         max_frame_size: the largest frame accepted from a peer.
         limits: what its peers may cost it: connections, handlers, buffered bytes, idle
             time (default: `NodeLimits()`).
+        secret: the cluster secret (bytes or str, at least 16 bytes): every link this node
+            opens or accepts proves it by mutual challenge-response; peers without it are
+            refused before they see any data. None: no authentication (a node listening
+            beyond loopback then warns).
+        tls: TLS contexts for the node's TCP links (see `hakit.TlsConfig`).
+
+    Raises:
+        TypeError, ValueError: a bad `secret` (too short, not bytes or str) or `tls`.
     """
     node = Node(
         name,
@@ -654,6 +683,8 @@ async def open_node(
         cluster_name=cluster_name,
         max_frame_size=max_frame_size,
         limits=limits,
+        secret=secret,
+        tls=tls,
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(node._main)

@@ -137,6 +137,7 @@ class ReplicaRun:
                     network=self.node._network,
                     source=self.node.name,
                     max_frame_size=self.node.max_frame_size,
+                    security=self.node._security,
                 )
             if self.session.request is not None:
                 return self._replica_stopped(

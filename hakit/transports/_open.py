@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import ssl
 import stat
 
 import trio
@@ -35,6 +36,7 @@ async def connect(
     *,
     network: SimulatedNetwork | None = None,
     source: str | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> trio.abc.Stream:
     """Connect to a listener.
 
@@ -46,24 +48,42 @@ async def connect(
         network: the cluster's simulated network; required for ``mem:`` addresses.
         source: the connecting node's name, which a ``mem:`` link needs for partitions;
             ignored by the other transports.
+        ssl_context: speak TLS over a TCP connection, checking the server's certificate
+            as the context says (by default against the host of `address`). Unix sockets
+            (guarded by file permissions) and ``mem:`` links (never leave the process) do
+            not use it.
 
     Returns:
-        The connected stream.
+        The connected stream (a `trio.SSLStream` whose TLS handshake is done, with TLS).
 
     Raises:
         ValueError: the address is malformed, or is a ``mem:`` address without a network.
         OSError: the connection failed (refused, unreachable, partitioned...).
+        trio.BrokenResourceError: the TLS handshake failed (its ``__cause__`` is the
+            `ssl.SSLError`, a bad certificate for instance).
     """
     target = _as_address(address)
     if isinstance(target, TcpAddress):
-        return await trio.open_tcp_stream(target.host, target.port)
+        stream = await trio.open_tcp_stream(target.host, target.port)
+        if ssl_context is None:
+            return stream
+        tls = trio.SSLStream(stream, ssl_context, server_hostname=target.host)
+        try:
+            await tls.do_handshake()
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
+        return tls
     if isinstance(target, UnixAddress):
         return await trio.open_unix_socket(target.path)
     return await _need_network(target, network).connect(target.name, source=source)
 
 
 async def open_listener(
-    address: str | Address, *, network: SimulatedNetwork | None = None
+    address: str | Address,
+    *,
+    network: SimulatedNetwork | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> tuple[trio.abc.Listener[trio.abc.Stream], str]:
     """Start listening on an address.
 
@@ -71,6 +91,9 @@ async def open_listener(
         address: a connection string (see `parse_address`) or an `Address`; a TCP port of 0
             picks a free port.
         network: the cluster's simulated network; required for ``mem:`` addresses.
+        ssl_context: a server context: every accepted TCP connection speaks TLS (a
+            `trio.SSLStream`; its handshake runs on the first read or write, or on
+            ``await stream.do_handshake()``). Not used by unix sockets and ``mem:``.
 
     Returns:
         The listener, and the canonical connection string it is bound to (with the real
@@ -82,7 +105,10 @@ async def open_listener(
     """
     target = _as_address(address)
     if isinstance(target, TcpAddress):
-        return await _open_tcp_listener(target)
+        listener, bound = await _open_tcp_listener(target)
+        if ssl_context is None:
+            return listener, bound
+        return trio.SSLListener(listener, ssl_context, https_compatible=False), bound
     if isinstance(target, UnixAddress):
         listener = await _UnixListener.open(target.path)
         return listener, str(target)
