@@ -19,7 +19,8 @@ PUBLIC = {
     "Event", "RoleChanged", "Connected", "ReplicaSynced", "ReplicaStopped", "ReplicaDetached",
     "MasterChanged", "ConnectionRefused", "CommitFailed", "ChannelConnected",
     "ChannelDisconnected", "ChannelHandlerFailed", "ChannelRequestTimedOut",
-    "ChannelUnavailable",
+    "ChannelUnavailable", "EventLog", "MessageEvent", "NetworkChanged", "NodeCrashed",
+    "NodeRestarted",
     # link security
     "TlsConfig", "InsecureListenerWarning",
     # message channels

@@ -1,15 +1,23 @@
-"""The event log: every connect, sync, role change and stop, as small frozen records.
+"""The event log: every connect, sync, role change, stop and message, as small frozen records.
 
-A node appends to its own log and forwards each event to its cluster's log, if it has one, so
-a notebook can replay a whole cluster's timeline in order.
+A node appends to its own log and forwards each event to its cluster's log, if it has one; the
+cluster's simulated network adds a `MessageEvent` for every frame sent, held, delivered or
+dropped, so a notebook can draw and replay a whole cluster's timeline in order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import bisect
+import json
+import os
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from ..protocol import StopReason
+from ._decode import frame_fields
+from ._eventio import dump_event, load_event
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,31 +199,335 @@ class ChannelHandlerFailed(Event):
         return f"message handler failed on a message from {self.sender}: {self.detail}"
 
 
+@dataclass(frozen=True, slots=True)
+class MessageEvent(Event):
+    """One frame on a ``mem:`` link of a cluster: sent, held, delivered or dropped.
+
+    `node` is where it happened: the sender for ``"sent"`` and ``"held"``, the receiver for
+    ``"delivered"`` and ``"dropped"`` (``"?"`` for an anonymous client). The records of one
+    frame share `link`, `outbound` and `seq`, so `id` joins them into one arrow.
+
+    Attributes:
+        action: ``"sent"``, ``"held"`` (waiting behind a partition or hold),
+            ``"delivered"`` (reached the receiver's buffer) or ``"dropped"`` (will never be
+            read: the receiver closed or crashed, or the connection was reset).
+        sender: the sending node (None for an anonymous client).
+        receiver: the receiving node (None for an anonymous client).
+        link: the connection, ``"<client>><server>#<n>"``.
+        outbound: True from the connecting end to the listening end.
+        seq: the frame's number on its direction of the link (-1: the connection opening).
+        kind: the message kind (``"HELLO"``, ``"TXNS"``...), a stream marker (``"CONNECT"``,
+            ``"EOF"``, ``"CLOSE"``, ``"RESET"``), or ``"?"`` for bytes that are no message.
+        size: bytes on the wire (the frame with its length prefix; 0 for markers).
+        sent: when the frame was sent.
+        due: on ``"sent"``: when it is to arrive (None if it will not).
+        retransmits: on ``"sent"``: how many transmissions `set_loss` lost first.
+        detail: why it was held or dropped.
+        frame: the frame's msgpack payload (empty for markers).
+    """
+
+    action: str
+    sender: str | None
+    receiver: str | None
+    link: str
+    outbound: bool
+    seq: int
+    kind: str
+    size: int
+    sent: float
+    due: float | None = None
+    retransmits: int = 0
+    detail: str = ""
+    frame: bytes = field(default=b"", repr=False)
+
+    @property
+    def id(self) -> str:
+        """The frame's identity, shared by its sent, held, delivered and dropped records."""
+        return f"{self.link}{'>' if self.outbound else '<'}{self.seq}"
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        """The decoded message fields, in a JSON-friendly form (long values shortened)."""
+        return frame_fields(self.frame) if self.frame else {}
+
+    def describe(self) -> str:
+        who = f"{self.sender or '?'} -> {self.receiver or '?'}"
+        text = f"{self.kind} {who} {self.action}"
+        if self.size:
+            text += f" ({self.size} B)"
+        if self.retransmits:
+            text += f" after {self.retransmits} lost transmission(s)"
+        return text + (f": {self.detail}" if self.detail else "")
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkChanged(Event):
+    """A fault was set or lifted on the simulated network (`node` is ``"network"``).
+
+    Attributes:
+        action: ``"partition"``, ``"heal"``, ``"hold"``, ``"release"``, ``"latency"`` or
+            ``"loss"``.
+        detail: the nodes concerned and the values set.
+    """
+
+    action: str
+    detail: str
+
+    def describe(self) -> str:
+        return f"network: {self.action}" + (f" {self.detail}" if self.detail else "")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeCrashed(Event):
+    """The node's process died (`Cluster.crash`): no goodbyes, its connections reset.
+
+    Attributes:
+        role: its role when it died.
+        txid: its last transaction id then.
+    """
+
+    role: str
+    txid: int
+
+    def describe(self) -> str:
+        return f"crashed (was {self.role} at txid {self.txid})"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRestarted(Event):
+    """The node came back after a crash, on its storage (`Cluster.restart`).
+
+    Attributes:
+        storage: ``"kept"`` (a durable storage reopened) or ``"empty"`` (a memory storage,
+            lost with the process).
+        txid: its last transaction id after the restart.
+        generation: its generation after the restart.
+    """
+
+    storage: str
+    txid: int
+    generation: int
+
+    def describe(self) -> str:
+        return f"restarted, storage {self.storage} (txid {self.txid}, generation {self.generation})"
+
+
 EventSink = Callable[[Event], None]
+_E = TypeVar("_E", bound=Event)
+
+
+def _classes() -> dict[str, type[Event]]:
+    found: dict[str, type[Event]] = {}
+    todo: list[type[Event]] = [Event]
+    while todo:
+        cls = todo.pop()
+        # @dataclass(slots=True) makes a new class; the slotless original lingers among
+        # the subclasses until collected: skip it.
+        if "__slots__" in cls.__dict__:
+            found[cls.__name__] = cls
+        todo.extend(cls.__subclasses__())
+    return found
+
+
+#: The number of events a log keeps by default; older ones are dropped (and counted).
+DEFAULT_CAPACITY = 100_000
+
+# Within one instant: deliveries of frames sent earlier (they cause what follows), then node
+# and network events, then sends (with deliveries of frames sent in that same instant).
+_ACTION_ORDER = {"sent": 0, "held": 1, "delivered": 2, "dropped": 3}
+
+
+def _order(event: Event) -> tuple[Any, ...]:
+    if isinstance(event, MessageEvent):
+        late = event.action in ("delivered", "dropped") and event.sent < event.time
+        return (0 if late else 2, event.link, not event.outbound, event.seq,
+                _ACTION_ORDER.get(event.action, 9))  # fmt: skip
+    return (1, event.node)  # a stable sort keeps each node's own events in their order
 
 
 class EventLog:
-    """An append-only list of events with an optional listener (the cluster's log)."""
+    """The ordered, bounded log of a node's or a cluster's events.
 
-    def __init__(self, forward: EventSink | None = None) -> None:
-        self._events: list[Event] = []
+    A `canonical` log (the cluster's) keeps events in time order, and those of one instant
+    in a canonical order (deliveries of earlier frames, then node and network events by
+    node, then sends, by link and sequence number) rather than in the order trio happened
+    to run the tasks, so the same seed and script give the same log.
+
+    It keeps the newest `capacity` events (a ring: `dropped` counts those it forgot); a
+    `sink` is handed every event, in the same order, and can keep everything (write it to
+    a file, say).
+
+    Args:
+        forward: called with each event as it is appended (a node forwards to its cluster).
+        capacity: how many events to keep; None keeps all.
+        sink: called with each event once its place in the order is final.
+        meta: a JSON-friendly description saved with the log (the cluster's seed...).
+        canonical: order the events of each instant as described above; otherwise they
+            are kept in the order they were appended.
+    """
+
+    def __init__(
+        self,
+        forward: EventSink | None = None,
+        *,
+        capacity: int | None = DEFAULT_CAPACITY,
+        sink: EventSink | None = None,
+        meta: dict[str, Any] | None = None,
+        canonical: bool = False,
+    ) -> None:
+        if capacity is not None and (not isinstance(capacity, int) or capacity < 1):
+            raise ValueError(f"capacity must be a positive int or None, not {capacity!r}")
+        self._ring: deque[Event] = deque(maxlen=capacity)
+        self._pending: list[Event] = []  # the events of the latest instant, not yet ordered
+        self._pending_time = float("-inf")
         self._forward = forward
+        self.sink = sink
+        self.capacity = capacity
+        self.dropped = 0
+        self.meta: dict[str, Any] = dict(meta or {})
+        self._refresh: Callable[[], None] | None = None  # reports deliveries due (cluster)
+        self._canonical = canonical
 
     def append(self, event: Event) -> None:
         """Record an event (and forward it)."""
-        self._events.append(event)
+        if not self._canonical:
+            self._keep(event)
+        elif event.time > self._pending_time:
+            if self._pending:
+                self._flush()
+            self._pending_time = event.time
+            self._pending.append(event)
+        else:
+            self._pending.append(event)
         if self._forward is not None:
             self._forward(event)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        return iter(self._events)
+    def _flush(self) -> None:
+        pending = self._pending
+        if len(pending) > 1:
+            pending.sort(key=lambda e: (e.time, *_order(e)))
+        for event in pending:
+            self._keep(event)
+        self._pending = []
+
+    def _keep(self, event: Event) -> None:
+        ring = self._ring
+        if len(ring) == ring.maxlen:
+            self.dropped += 1
+        ring.append(event)
+        if self.sink is not None:
+            self.sink(event)
+
+    def flush(self) -> None:
+        """Hand the latest instant's events to the sink now (at the end of a run)."""
+        self._sync()
+        if self._pending:
+            self._flush()
+            self._pending_time = float("-inf")
+
+    @property
+    def total(self) -> int:
+        """How many events the log has recorded since it began (kept or dropped)."""
+        return self.dropped + len(self)
+
+    def read(self, start: int) -> tuple[list[Event], int]:
+        """Return the events from number `start` on (0 is the first ever), and the next number.
+
+        For a reader that follows the log (a dashboard): ``events, cursor =
+        log.read(cursor)``. Events the ring has already dropped are skipped. Reading fixes
+        the order of the current instant's events so far (a later one of the same instant
+        comes after them).
+        """
+        self._sync()
+        if self._pending:
+            self._flush()
+        first = max(start - self.dropped, 0)
+        ring = self._ring
+        events = [ring[i] for i in range(first, len(ring))] if first < len(ring) else []
+        return events, self.dropped + len(ring)
+
+    def _sync(self) -> None:
+        if self._refresh is not None:
+            self._refresh()
+
+    def _events(self) -> list[Event]:
+        self._sync()
+        pending = sorted(self._pending, key=lambda e: (e.time, *_order(e)))
+        return [*self._ring, *pending]
+
+    def __iter__(self) -> Iterator[Event]:
+        return iter(self._events())
 
     def __len__(self) -> int:
-        return len(self._events)
+        self._sync()
+        return len(self._ring) + len(self._pending)
 
     def __getitem__(self, index: int) -> Event:
-        return self._events[index]
+        return self._events()[index]
 
-    def of_type(self, kind: type[Event]) -> list[Event]:
+    def __repr__(self) -> str:
+        return f"<hakit.EventLog {len(self)} events, {self.dropped} dropped>"
+
+    def of_type(self, kind: type[_E]) -> list[_E]:
         """Return the recorded events of one class, in order."""
-        return [event for event in self._events if isinstance(event, kind)]
+        return [event for event in self._events() if isinstance(event, kind)]
+
+    def since(self, time: float) -> list[Event]:
+        """Return the events at or after `time`, in order."""
+        events = self._events()
+        start = bisect.bisect_left(events, time, key=lambda e: e.time)
+        return events[start:]
+
+    def dumps(self) -> str:
+        """Serialize the log: a header line, then one JSON line per event (see `save`)."""
+        header = {"format": "hakit-events", "version": 1, "dropped": self.dropped, **self.meta}
+        lines = [json.dumps(header, sort_keys=True, separators=(",", ":"))]
+        lines.extend(dump_event(event) for event in self._events())
+        return "\n".join(lines) + "\n"
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the log to `path` as JSON lines; `EventLog.load` reads it back.
+
+        The same run saves the same bytes: events are in their canonical order, keys are
+        sorted, and frames are kept whole (base64) beside their decoded fields.
+        """
+        with open(path, "w", encoding="utf-8") as file:
+            file.write(self.dumps())
+
+    @classmethod
+    def loads(cls, text: str) -> EventLog:
+        """Read a log serialized by `dumps`.
+
+        Raises:
+            ValueError: the text is not a hakit event log.
+        """
+        lines = text.splitlines()
+        try:
+            header = json.loads(lines[0]) if lines else None
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not a hakit event log: {exc}") from None
+        if not isinstance(header, dict) or header.get("format") != "hakit-events":
+            raise ValueError("not a hakit event log (no hakit-events header line)")
+        if header.get("version") != 1:
+            raise ValueError(f"unsupported hakit event log version {header.get('version')!r}")
+        meta = {k: v for k, v in header.items() if k not in ("format", "version", "dropped")}
+        log = cls(capacity=None, meta=meta)
+        log.dropped = int(header.get("dropped", 0))
+        for number, line in enumerate(lines[1:], start=2):
+            if line.strip():
+                try:
+                    log._ring.append(load_event(line, _classes()))
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise ValueError(f"line {number}: not a hakit event: {exc}") from None
+        return log
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> EventLog:
+        """Read a log written by `save`.
+
+        Raises:
+            OSError: the file cannot be read.
+            ValueError: it is not a hakit event log.
+        """
+        with open(path, encoding="utf-8") as file:
+            return cls.loads(file.read())

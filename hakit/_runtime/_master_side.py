@@ -370,7 +370,7 @@ class MasterSide:
                 async with trio.open_nursery() as nursery:
 
                     async def watch_kill() -> None:
-                        while node._role is Role.MASTER:
+                        while node._role is Role.MASTER and not node._crashed:
                             await node._role_changed.wait()
                         nursery.cancel_scope.cancel()
 
@@ -378,6 +378,7 @@ class MasterSide:
                     info = await receive.receive()
                     nursery.cancel_scope.cancel()
                     return info
+            node._check_alive()
             if self.killed is not None:
                 raise self.killed
             if scope.cancelled_caught:
@@ -403,8 +404,9 @@ class MasterSide:
         else:
             bound = await node.listen(address)
         task_status.started(bound)
-        while node._role is Role.MASTER:
+        while node._role is Role.MASTER and not node._crashed:
             await node._role_changed.wait()
+        node._check_alive()
         if self.killed is not None:
             raise self.killed
 

@@ -21,6 +21,7 @@ from ..protocol import (
     LocalProtocolError,
     NodeClosedError,
     RemoteProtocolError,
+    ReplicationError,
     StopReason,
 )
 from ..protocol import _messages as m
@@ -156,6 +157,7 @@ class Node:
         self._role = Role.STANDALONE
         self._nursery: trio.Nursery | None = None
         self._closed = False
+        self._crashed = False  # Cluster.crash: died like a killed process
         self._listeners: dict[str, trio.CancelScope] = {}
         # Recent transactions for incremental resync: (txid, generation, entry). A master keeps
         # the entry packed, as it is sent; a replica keeps the decoded entry it applied and
@@ -251,6 +253,19 @@ class Node:
             self._nursery.cancel_scope.cancel()
         await trio.lowlevel.checkpoint()
 
+    def _crash(self) -> None:
+        """Die at once, like a killed process: no goodbyes (the network cuts us next)."""
+        self._crashed = True
+        if self._session is not None:
+            self._session.interrupt(StopReason.CONNECTION_ABORTED, "the node crashed")
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+        self._role_changed.set()  # wakes serve_replicas / attach_replica, which then raise
+
+    def _check_alive(self) -> None:
+        if self._crashed:
+            raise NodeClosedError(f"node {self.name!r} crashed")
+
     async def listen(self, address: str) -> str:
         """Listen on `address` for replicas, channels and cancel requests.
 
@@ -329,7 +344,8 @@ class Node:
             scope.cancel()
 
     def _record(self, event: Event) -> None:
-        self.events.append(event)
+        if not self._crashed:  # a dead process logs nothing
+            self.events.append(event)
 
     def _now(self) -> float:
         return trio.current_time()
@@ -513,7 +529,15 @@ class Node:
             if ReplicaMode.ALLOW_CANCEL in params.mode:
                 assert params.cancel_address is not None
                 await self.listen(params.cancel_address)
-            return await ReplicaRun(self, session, params).replicate(connection_string, timeout)
+            try:
+                reason = await ReplicaRun(self, session, params).replicate(
+                    connection_string, timeout
+                )
+            except ReplicationError:
+                self._check_alive()  # a crash, not the link, ended it
+                raise
+            self._check_alive()
+            return reason
         finally:
             self._session = None
             if params.cancel_address and params.cancel_address != self._address:

@@ -698,22 +698,27 @@ class LiveCluster:
         self.cluster.network.heal()
         self._notify()
 
-    def set_latency(self, seconds: float, jitter: float = 0.0) -> None:
-        """Delay every chunk sent from now on by `seconds` plus a seeded draw up to `jitter`."""
-        self._check_open()
-        self.cluster.network.set_latency(seconds, jitter)
+    def set_latency(
+        self, a: str | Iterable[str], b: str | Iterable[str], mean: float, jitter: float = 0.0
+    ) -> None:
+        """Delay every chunk between `a` and `b` by ``mean ± jitter`` seconds (seeded).
 
-    def set_loss(self, rate: float) -> None:
-        """Drop each message with probability `rate` (seeded), on every link.
-
-        Raises:
-            NotebookError: this hakit's simulated network has no loss control yet.
+        See `hakit.transports.SimulatedNetwork.set_latency`.
         """
         self._check_open()
-        set_loss = getattr(self.cluster.network, "set_loss", None)
-        if set_loss is None:
-            raise NotebookError("this hakit's simulated network has no set_loss yet")
-        set_loss(rate)
+        self.cluster.network.set_latency(a, b, mean, jitter)
+        self._notify()
+
+    def set_loss(self, a: str | Iterable[str], b: str | Iterable[str], p: float) -> None:
+        """Lose each transmission between `a` and `b` with probability `p` (seeded).
+
+        As on TCP, a lost chunk is sent again after a timeout (so loss shows as delay),
+        and a chunk lost too often resets the connection; see
+        `hakit.transports.SimulatedNetwork.set_loss`.
+        """
+        self._check_open()
+        self.cluster.network.set_loss(a, b, p)
+        self._notify()
 
     # -- twins: waiting -----------------------------------------------------------------------
     def synced(self, name: str) -> bool:

@@ -1,39 +1,129 @@
-"""The simulated network of one cluster: in-kernel byte streams with partitions and latency.
+"""The simulated network of one cluster: in-kernel byte streams with seeded faults.
 
 Every ``mem:`` connection is a pair of one-way pipes. A chunk written to a pipe goes into its
-*in-flight* queue with a due time (now + latency + seeded jitter, never earlier than the chunk
-before it, so a link never reorders) and moves to the receiver's buffer once it is due and the
-link is not cut. A cut (`SimulatedNetwork.partition`, `SimulatedNetwork.hold`) behaves like a
-pulled cable, not a reset: chunks stay in flight, neither delivered nor lost, and the end of
-the stream (a close) waits behind them, so neither side can tell a cut from a silent peer.
+*in-flight* queue with a due time (now + the link's latency + seeded jitter, never earlier
+than the chunk before it, so a link never reorders, as TCP never does) and moves to the
+receiver's buffer once it is due and the link is not cut.
+
+Each fault does to hakit what the real fault does to a TCP connection:
+
+* a **partition** or **hold** is a pulled cable, not a reset: chunks stay in flight, neither
+  delivered nor lost, and the end of the stream waits behind them, so neither side can tell a
+  cut from a silent peer (only hakit's own timeouts end such a link); new connections across
+  it fail (``EHOSTUNREACH``).
+* **latency** delays every chunk; jitter never reorders a link.
+* **loss** is not a missing message: TCP retransmits. Each transmission of a chunk is lost
+  with probability ``p``; a lost chunk is sent again after a retransmission timeout (0.2 s,
+  doubling), and everything behind it waits (head-of-line blocking). After
+  `MAX_RETRANSMITS` losses of one chunk in a row the sender gives up and the connection is
+  **reset** at both ends (``ECONNRESET``: reads and writes raise
+  `trio.BrokenResourceError`), as a kernel does when its retransmissions run out.
+* a **crash** of a node is its process dying: the kernel closes its sockets, so each peer
+  reads end of stream (FIN) or, where the dead end had unread data, a reset (RST), once that
+  reaches it; its listener disappears (``ECONNREFUSED``) and nothing it sent after the crash
+  exists. `SimulatedNetwork.revive` lets the name be used again.
 
 Delivery is computed lazily, without background tasks: a pipe is *settled* (due chunks
 moved) whenever someone looks at it, and every pipe is settled just before the cut state
 changes. Between two changes a pipe's cut state is constant, so lazy delivery gives exactly
 the times an eager one would, and the network needs no nursery. Time is trio's clock, so
 everything is deterministic under `trio.testing.MockClock`.
+
+A *tracer* (the cluster's event log) can watch every frame: sent, held, delivered or dropped.
+With a tracer the network reports deliveries in time order (a heap of due chunks is drained
+before anything later is reported), and every random draw comes from a generator seeded by
+the link's identity, so one link's faults never depend on how trio interleaved the others.
 """
 
 from __future__ import annotations
 
 import enum
 import errno
+import heapq
 import math
 import random
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 import trio
+
+#: How often one chunk may be lost in a row before the sender gives up and resets.
+MAX_RETRANSMITS = 6
+#: The first retransmission timeout (Linux's minimum RTO); it doubles on each loss.
+RETRANSMIT_TIMEOUT = 0.2
+# Frames larger than this are not split out for the tracer (a peer sending garbage).
+_TRACE_MAX_FRAME = 64 * 1024 * 1024
 
 
 class _Signal(enum.Enum):
     # In-band markers travelling behind the data, so a cut holds them too.
-    EOF = "eof"  # the writer called send_eof(): the reader sees end of stream
-    CLOSE = "close"  # the writer closed its end: end of stream, and the reader's sends break
+    EOF = "EOF"  # the writer called send_eof(): the reader sees end of stream
+    CLOSE = "CLOSE"  # the writer closed its end: end of stream, and the reader's sends break
 
 
-_Item = bytes | _Signal
+class _Reset:
+    """An in-band reset (RST): the reader's reads and writes break, unread data is lost."""
+
+    __slots__ = ("detail", "lost", "sent")
+
+    def __init__(
+        self, detail: str, lost: tuple[tuple[int, bytes | None], ...] = (), sent: float = 0.0
+    ) -> None:
+        self.detail = detail
+        self.lost = lost  # frames of the chunk whose loss caused the reset
+        self.sent = sent  # when that chunk was sent
+
+
+_Item = bytes | _Signal | _Reset
+# A traced frame: its sequence number on the pipe, and its payload (None for a marker).
+_Mark = tuple[int, bytes | None]
+_Entry = tuple[float, _Item, tuple[_Mark, ...], float]  # due, item, frames, sent
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where a traced frame travels: one direction of one connection.
+
+    Attributes:
+        sender: the node name of the sending end (None for an anonymous client).
+        receiver: the node name of the receiving end (None for an anonymous client).
+        link: the connection's name, ``"<client>><server>#<n>"`` (n counts the
+            connections made from that client to that server).
+        outbound: True from the connecting end to the listening end.
+    """
+
+    sender: str | None
+    receiver: str | None
+    link: str
+    outbound: bool
+
+
+class NetworkTracer(Protocol):
+    """What a `SimulatedNetwork` reports to (the cluster's event log implements it)."""
+
+    def message(
+        self,
+        action: str,
+        time: float,
+        route: Route,
+        seq: int,
+        frame: bytes | None,
+        signal: str,
+        sent: float,
+        due: float | None,
+        retransmits: int,
+        detail: str,
+    ) -> None:
+        """A frame (or a marker: `signal` names it) was sent, held, delivered or dropped.
+
+        `sent` is when it was sent, `due` (on "sent") when it is to arrive, `seq` its number
+        on `route` (-1 for the connection's opening).
+        """
+
+    def fault(self, time: float, action: str, detail: str) -> None:
+        """A fault was set or lifted (partition, heal, hold, release, latency, loss)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,11 +135,18 @@ class NetworkStatistics:
         bytes_delivered: bytes that reached the receiving end's buffer, since the network
             was created.
         bytes_held: bytes sent across a cut (partition or hold) and waiting for it to heal.
+        bytes_dropped: bytes that will never be read: sent to a closed or reset end, or
+            discarded by a reset or a crash.
+        retransmissions: chunk transmissions lost to `set_loss` and sent again.
+        resets: connections reset (by loss, or by a crash with unread data).
     """
 
     links_open: int
     bytes_delivered: int
     bytes_held: int
+    bytes_dropped: int = 0
+    retransmissions: int = 0
+    resets: int = 0
 
 
 class _Pipe:
@@ -63,24 +160,35 @@ class _Pipe:
         "in_flight",
         "last_due",
         "link",
+        "partial",
         "reader_closed",
+        "reset",
         "reverse",
         "rng",
+        "route",
+        "seq",
+        "unframed",
         "waiter",
     )
 
-    def __init__(self, link: _Link, rng: random.Random) -> None:
+    def __init__(self, link: _Link, rng: random.Random, route: Route) -> None:
         self.link = link
         self.rng = rng
+        self.route = route
         self.reverse: _Pipe = self  # set by _Link once both pipes exist
-        self.in_flight: deque[tuple[float, _Item]] = deque()
+        self.in_flight: deque[_Entry] = deque()
         self.buffer: deque[bytes] = deque()
         self.buffered = 0
         self.last_due = -math.inf
         self.eof = False  # end of stream reached the reader
-        self.broken = False  # the reader's close notice reached the writer
+        self.reset: str | None = None  # a reset reached the reader: why
+        self.broken = False  # the reader's close (or a reset) reached the writer
         self.reader_closed = False
         self.waiter: trio.Event | None = None
+        # tracing: the next frame's sequence number and the bytes of a frame begun
+        self.seq = 0
+        self.partial = b""
+        self.unframed = False
 
     def wake(self) -> None:
         waiter = self.waiter
@@ -90,19 +198,39 @@ class _Pipe:
 
 
 class _Link:
-    """One connection: its two pipes, the node names at its ends, and whether it is cut."""
+    """One connection: its pipes, the node names at its ends, its faults and cut state."""
 
-    __slots__ = ("blocked", "nodes", "open_ends", "to_client", "to_server")
+    __slots__ = (
+        "blocked",
+        "ends",
+        "jitter",
+        "latency",
+        "loss",
+        "nodes",
+        "open_ends",
+        "resetting",
+        "to_client",
+        "to_server",
+        "unblocked_at",
+    )
 
-    def __init__(self, nodes: frozenset[str] | None, seed: str, blocked: bool) -> None:
+    def __init__(
+        self, nodes: frozenset[str] | None, seed: str, source: str | None, name: str, label: str
+    ) -> None:
         self.nodes = nodes
-        self.blocked = blocked
+        self.blocked = False
+        self.unblocked_at = -math.inf
         self.open_ends = 2
+        self.resetting = False  # a reset is on its way (loss ran out of retransmissions)
+        self.ends: list[MemoryStream] = []
+        self.latency = 0.0
+        self.jitter = 0.0
+        self.loss = 0.0
         # One generator per direction, seeded from the link's identity rather than drawn
         # from a shared one: jitter on a link then does not depend on how the scheduler
         # interleaved traffic on other links.
-        self.to_server = _Pipe(self, random.Random(f"{seed}>"))
-        self.to_client = _Pipe(self, random.Random(f"{seed}<"))
+        self.to_server = _Pipe(self, random.Random(f"{seed}>"), Route(source, name, label, True))
+        self.to_client = _Pipe(self, random.Random(f"{seed}<"), Route(name, source, label, False))
         self.to_server.reverse = self.to_client
         self.to_client.reverse = self.to_server
 
@@ -142,7 +270,8 @@ class MemoryStream(trio.abc.HalfCloseableStream):
         Raises:
             trio.BusyResourceError: another task is sending on this stream.
             trio.ClosedResourceError: this end was closed, or `send_eof` was called.
-            trio.BrokenResourceError: the peer closed its end (once its close arrived here).
+            trio.BrokenResourceError: the peer closed its end (once its close arrived here),
+                or the connection was reset.
         """
         if self._sending:
             raise trio.BusyResourceError("another task is already sending on this stream")
@@ -187,6 +316,7 @@ class MemoryStream(trio.abc.HalfCloseableStream):
         Raises:
             trio.BusyResourceError: another task is receiving on this stream.
             trio.ClosedResourceError: this end was closed, before or during the call.
+            trio.BrokenResourceError: the connection was reset (``ECONNRESET``).
         """
         if max_bytes is not None and max_bytes < 1:
             raise ValueError("max_bytes must be at least 1")
@@ -202,6 +332,8 @@ class MemoryStream(trio.abc.HalfCloseableStream):
                     raise trio.ClosedResourceError("the stream is closed")
                 if pipe.in_flight:
                     network._settle(pipe, trio.current_time())
+                if pipe.reset is not None:
+                    raise trio.BrokenResourceError(f"connection reset: {pipe.reset}")
                 if pipe.buffered:
                     return _take(pipe, max_bytes)
                 if pipe.eof:
@@ -230,23 +362,37 @@ class MemoryStream(trio.abc.HalfCloseableStream):
             # The peer's close notice travels on the incoming pipe: settle it to learn.
             self._network._settle(self._in, trio.current_time())
         if self._out.broken:
+            if self._in.reset is not None:
+                raise trio.BrokenResourceError(f"connection reset: {self._in.reset}")
             raise trio.BrokenResourceError("the peer closed the connection")
 
-    def _close(self) -> None:
+    def _close(self, crash: bool = False) -> None:
         if self._closed:
             return
         self._closed = True
         network = self._network
-        network._transmit(self._out, _Signal.CLOSE)
         incoming = self._in
+        unread = incoming.buffered > 0 or any(
+            isinstance(entry[1], bytes) for entry in incoming.in_flight
+        )
+        if crash and unread and incoming.reset is None:
+            # A dying process's socket with unread data is reset by its kernel (RST).
+            network._resets += 1
+            network._transmit(self._out, _Reset(f"{self.local_name} crashed"))
+        else:
+            network._transmit(self._out, _Signal.CLOSE)
+        why = f"{self.local_name} crashed" if crash else "the receiving end was closed"
+        network._drop_buffer(incoming)
         incoming.reader_closed = True
-        incoming.buffer.clear()
-        incoming.buffered = 0
         # Data still in flight towards us can never be read: drop it now, so it is not
         # reported as held; the markers stay, they still tell us the peer's state.
-        incoming.in_flight = deque(
-            entry for entry in incoming.in_flight if isinstance(entry[1], _Signal)
-        )
+        kept: deque[_Entry] = deque()
+        for entry in incoming.in_flight:
+            if isinstance(entry[1], bytes):
+                network._dropped(incoming, entry, why)
+            else:
+                kept.append(entry)
+        incoming.in_flight = kept
         incoming.wake()  # a task blocked in receive_some gets ClosedResourceError
         link = incoming.link
         link.open_ends -= 1
@@ -319,14 +465,17 @@ class MemoryListener(trio.abc.Listener[trio.abc.Stream]):
 
     async def aclose(self) -> None:
         """Stop listening: free the name, and close connections not yet accepted."""
+        self._shut()
+        await trio.lowlevel.checkpoint()
+
+    def _shut(self, crash: bool = False) -> None:
         if not self._closed:
             self._closed = True
             if self._network._listeners.get(self.name) is self:
                 del self._network._listeners[self.name]
             self._wake()
             while self._queue:
-                self._queue.popleft()._close()
-        await trio.lowlevel.checkpoint()
+                self._queue.popleft()._close(crash=crash)
 
     def _enqueue(self, stream: MemoryStream) -> None:
         self._queue.append(stream)
@@ -355,28 +504,71 @@ def _pair(a: str, b: str, what: str) -> frozenset[str]:
     return frozenset((a, b))
 
 
-class SimulatedNetwork:
-    """The in-kernel network of a cluster: named listeners, links, cuts and latency.
+def _pairs(a: str | Iterable[str], b: str | Iterable[str], what: str) -> set[frozenset[str]]:
+    group_a = _group(a, what)
+    group_b = _group(b, what)
+    return {frozenset((x, y)) for x in group_a for y in group_b if x != y}
 
-    Deterministic: jitter comes from generators seeded by `seed`, and all times come from
-    trio's clock. Every method must be called from inside the trio run that uses the network.
+
+def _names(group: str | Iterable[str]) -> str:
+    return group if isinstance(group, str) else "{" + ", ".join(sorted(group)) + "}"
+
+
+def _check_latency(mean: float, jitter: float) -> None:
+    for label, value in (("mean", mean), ("jitter", jitter)):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"latency {label} must be a number of seconds, not {value!r}")
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"latency {label} must be a finite number >= 0, not {value!r}")
+    if jitter > mean:
+        raise ValueError(
+            f"latency jitter ({jitter!r}) must not exceed the mean ({mean!r}): "
+            "a delay is drawn from [mean - jitter, mean + jitter]"
+        )
+
+
+class SimulatedNetwork:
+    """The in-kernel network of a cluster: named listeners, links and seeded faults.
+
+    Deterministic: every random draw (jitter, loss) comes from generators seeded by `seed`
+    and the link's identity, and all times come from trio's clock. Every method must be
+    called from inside the trio run that uses the network.
 
     Args:
-        seed: the seed of the latency jitter.
+        seed: the seed of the latency jitter and of the losses.
+        latency: the default ``(mean, jitter)`` of every link, in seconds (see
+            `set_latency`); links of anonymous clients always use it.
+        tracer: told of every frame and fault (the cluster's event log).
     """
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(
+        self,
+        seed: int = 0,
+        *,
+        latency: tuple[float, float] = (0.0, 0.0),
+        tracer: NetworkTracer | None = None,
+    ) -> None:
+        _check_latency(*latency)
         self.seed = seed
+        self.tracer = tracer
         self._listeners: dict[str, MemoryListener] = {}
         # Insertion-ordered (a dict used as a set) so that wake-ups happen in a
         # reproducible order.
         self._links: dict[_Link, None] = {}
         self._cuts: set[frozenset[str]] = set()
         self._holds: set[frozenset[str]] = set()
-        self._latency = 0.0
-        self._jitter = 0.0
+        self._default_latency = (float(latency[0]), float(latency[1]))
+        self._latencies: dict[frozenset[str], tuple[float, float]] = {}
+        self._losses: dict[frozenset[str], float] = {}
+        self._down: set[str] = set()
         self._connections: dict[tuple[str | None, str], int] = {}
         self._bytes_delivered = 0
+        self._bytes_dropped = 0
+        self._retransmissions = 0
+        self._resets = 0
+        # With a tracer: chunks in flight by due time, so deliveries are reported in order.
+        self._due: list[tuple[float, int, _Pipe]] = []
+        self._due_count = 0
 
     def __repr__(self) -> str:
         return (
@@ -394,10 +586,13 @@ class SimulatedNetwork:
         """Start accepting connections to ``mem:<name>``.
 
         Raises:
-            OSError: the name is already taken (errno ``EADDRINUSE``).
+            OSError: the name is already taken (errno ``EADDRINUSE``), or the node of that
+                name has crashed and was not revived (``ENETDOWN``).
         """
         if not isinstance(name, str) or not name:
             raise ValueError(f"a listener name must be a non-empty string, not {name!r}")
+        if name in self._down:
+            raise OSError(errno.ENETDOWN, f"node {name} has crashed")
         if name in self._listeners:
             raise OSError(errno.EADDRINUSE, f"address mem:{name} is already in use")
         listener = MemoryListener(self, name)
@@ -410,7 +605,8 @@ class SimulatedNetwork:
         Args:
             name: the listener's name.
             source: the connecting node's name; the link between `source` and `name` is
-                subject to partitions and holds. Without one the link is never cut.
+                subject to partitions, holds, latency and loss. Without one the link is
+                never cut and has the default latency.
 
         Setting up a connection is instant (latency delays bytes, not the handshake), and
         the connection is queued for the listener like a socket's backlog: this returns
@@ -421,9 +617,12 @@ class SimulatedNetwork:
 
         Raises:
             ConnectionRefusedError: nothing listens on `name`.
-            OSError: `source` and `name` are partitioned (or held) apart.
+            OSError: `source` and `name` are partitioned (or held) apart, or `source` has
+                crashed.
         """
         await trio.lowlevel.checkpoint()
+        if source is not None and source in self._down:
+            raise OSError(errno.ENETDOWN, f"node {source} has crashed")
         listener = self._listeners.get(name)
         if listener is None:
             raise ConnectionRefusedError(
@@ -437,10 +636,20 @@ class SimulatedNetwork:
         key = (source, name)
         index = self._connections.get(key, 0)
         self._connections[key] = index + 1
-        link = _Link(nodes, f"{self.seed}/{source!r}/{name!r}/{index}", blocked=False)
+        label = f"{source or '?'}>{name}#{index}"
+        link = _Link(nodes, f"{self.seed}/{source!r}/{name!r}/{index}", source, name, label)
+        link.latency, link.jitter = self._latency_of(nodes)
+        link.loss = self._losses.get(nodes, 0.0) if nodes is not None else 0.0
         self._links[link] = None
         client = MemoryStream(self, link.to_client, link.to_server, source, name)
         server = MemoryStream(self, link.to_server, link.to_client, name, source)
+        link.ends = [client, server]
+        if self.tracer is not None:
+            now = trio.current_time()
+            self._advance(now)
+            route = link.to_server.route
+            for action in ("sent", "delivered"):
+                self.tracer.message(action, now, route, -1, None, "CONNECT", now, now, 0, "")
         listener._enqueue(server)
         return client
 
@@ -449,53 +658,149 @@ class SimulatedNetwork:
     def partition(self, a: str | Iterable[str], b: str | Iterable[str]) -> None:
         """Cut every link between a node of `a` and a node of `b`, in both directions.
 
-        Bytes sent across the cut are held, neither delivered nor lost, until `heal`; new
-        connections across it fail with `OSError`.
+        Like a pulled cable (not a reset): bytes sent across the cut are held, neither
+        delivered nor lost, until `heal`; new connections across it fail with `OSError`
+        (``EHOSTUNREACH``). hakit notices only through its own timeouts.
 
         Args:
             a: a node name, or an iterable of node names.
             b: a node name, or an iterable of node names.
         """
-        group_a = _group(a, "partition")
-        group_b = _group(b, "partition")
-        pairs = {frozenset((x, y)) for x in group_a for y in group_b if x != y}
-        self._change(lambda: self._cuts.update(pairs))
+        pairs = _pairs(a, b, "partition")
+        self._change(lambda: self._cuts.update(pairs), "partition", f"{_names(a)} | {_names(b)}")
 
     def heal(self) -> None:
         """Remove every partition; held bytes are delivered, in order. Holds stay."""
-        self._change(self._cuts.clear)
+        self._change(self._cuts.clear, "heal", "")
 
     def hold(self, a: str, b: str) -> None:
         """Cut the link between nodes `a` and `b` like `partition`, independently of it.
 
-        Only `release` (not `heal`) lifts a hold.
+        What TCP sees is the same as a partition of that one pair: the bytes wait in flight,
+        nobody is told. Only `release` (not `heal`) lifts a hold.
         """
         pair = _pair(a, b, "hold")
-        self._change(lambda: self._holds.add(pair))
+        self._change(lambda: self._holds.add(pair), "hold", f"{a} | {b}")
 
     def release(self, a: str, b: str) -> None:
         """Lift the hold between `a` and `b`; held bytes are delivered unless still cut."""
         pair = _pair(a, b, "release")
-        self._change(lambda: self._holds.discard(pair))
+        self._change(lambda: self._holds.discard(pair), "release", f"{a} | {b}")
 
-    def set_latency(self, seconds: float, jitter: float = 0.0) -> None:
-        """Delay every chunk sent from now on by `seconds` plus a seeded draw in [0, `jitter`].
+    def set_latency(
+        self, a: str | Iterable[str], b: str | Iterable[str], mean: float, jitter: float = 0.0
+    ) -> None:
+        """Delay every chunk sent from now on between `a` and `b`, both ways.
 
-        A chunk is never delivered before one sent earlier on the same link.
+        Each chunk takes a delay drawn (seeded) from ``[mean - jitter, mean + jitter]``
+        seconds, as a longer or busier route would; a chunk is never delivered before one
+        sent earlier on the same connection (TCP keeps order), so jitter shows as bunching,
+        never as reordering.
+
+        Args:
+            a: a node name, or an iterable of node names.
+            b: a node name, or an iterable of node names.
+            mean: the mean delay in seconds.
+            jitter: the largest deviation from the mean, at most `mean`.
+
+        Raises:
+            ValueError: a negative, infinite or non-numeric value, or ``jitter > mean``.
         """
-        for label, value in (("seconds", seconds), ("jitter", jitter)):
-            if not math.isfinite(value) or value < 0:
-                raise ValueError(f"latency {label} must be a finite number >= 0, not {value!r}")
-        self._latency = float(seconds)
-        self._jitter = float(jitter)
+        _check_latency(mean, jitter)
+        pairs = _pairs(a, b, "set_latency")
+        value = (float(mean), float(jitter))
+        for pair in pairs:
+            self._latencies[pair] = value
+        for link in self._links:
+            if link.nodes in pairs:
+                link.latency, link.jitter = value
+        self._note("latency", f"{_names(a)} | {_names(b)}: {mean:g} s ± {jitter:g} s")
+
+    def latency(self, a: str, b: str) -> tuple[float, float]:
+        """The ``(mean, jitter)`` of the links between `a` and `b`."""
+        return self._latency_of(_pair(a, b, "latency"))
+
+    def _latency_of(self, nodes: frozenset[str] | None) -> tuple[float, float]:
+        if nodes is None:
+            return self._default_latency
+        return self._latencies.get(nodes, self._default_latency)
+
+    def set_loss(self, a: str | Iterable[str], b: str | Iterable[str], p: float) -> None:
+        """Lose each transmission of a chunk between `a` and `b` with probability `p`.
+
+        On a stream, loss is not a missing message: TCP sends a lost chunk again after a
+        retransmission timeout (`RETRANSMIT_TIMEOUT`, doubling each time), and everything
+        sent after it waits behind it. So moderate loss shows as delay and bunching. If one
+        chunk is lost `MAX_RETRANSMITS` times in a row (likely when `p` is near 1), the
+        sender gives up and the connection is reset at both ends (``ECONNRESET``), as a
+        kernel does when its retransmissions run out; hakit then sees an I/O error and
+        reconnects or reports the stop.
+
+        Args:
+            a: a node name, or an iterable of node names.
+            b: a node name, or an iterable of node names.
+            p: the loss probability per transmission, in [0, 1]; 0 removes the fault.
+        """
+        if isinstance(p, bool) or not isinstance(p, int | float) or not 0.0 <= p <= 1.0:
+            raise ValueError(f"a loss probability must be a number in [0, 1], not {p!r}")
+        pairs = _pairs(a, b, "set_loss")
+        for pair in pairs:
+            if p:
+                self._losses[pair] = float(p)
+            else:
+                self._losses.pop(pair, None)
+        for link in self._links:
+            if link.nodes in pairs:
+                link.loss = float(p)
+        self._note("loss", f"{_names(a)} | {_names(b)}: p={p:g}")
+
+    def loss(self, a: str, b: str) -> float:
+        """The loss probability of the links between `a` and `b`."""
+        return self._losses.get(_pair(a, b, "loss"), 0.0)
 
     @property
-    def latency(self) -> tuple[float, float]:
-        """The current ``(seconds, jitter)``."""
-        return (self._latency, self._jitter)
+    def partitions(self) -> list[tuple[str, str]]:
+        """The partitioned node pairs, sorted."""
+        return sorted(tuple(sorted(pair)) for pair in self._cuts)  # type: ignore[misc]
+
+    @property
+    def holds(self) -> list[tuple[str, str]]:
+        """The held node pairs, sorted."""
+        return sorted(tuple(sorted(pair)) for pair in self._holds)  # type: ignore[misc]
+
+    def crash(self, name: str) -> None:
+        """Kill node `name`'s process, as far as the network can tell.
+
+        Its listener disappears (new connections are refused), and each of its connections
+        ends as the kernel ends a dead process's sockets: the peer reads end of stream (FIN)
+        after the data already sent, or a reset (RST) where the dead end had unread data.
+        Bytes in flight towards the dead node are lost. Until `revive`, the name can
+        neither listen nor connect (``ENETDOWN``). The runtime's `Cluster.crash` calls this
+        and then stops the node's tasks.
+        """
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"crash: a node name must be a non-empty string, not {name!r}")
+        now = trio.current_time()
+        self._advance(now)
+        self._down.add(name)
+        listener = self._listeners.pop(name, None)
+        if listener is not None:
+            listener._shut(crash=True)
+        for link in list(self._links):
+            for end in link.ends:
+                if end.local_name == name:
+                    end._close(crash=True)
+
+    def revive(self, name: str) -> None:
+        """Let a crashed node's name listen and connect again (its restart)."""
+        self._down.discard(name)
+
+    def is_down(self, name: str) -> bool:
+        """Whether node `name` has crashed and was not revived."""
+        return name in self._down
 
     def statistics(self) -> NetworkStatistics:
-        """Return counts of open links, delivered bytes and bytes held by cuts."""
+        """Return counts of open links and of delivered, held and dropped bytes."""
         try:
             now: float | None = trio.current_time()
         except RuntimeError:
@@ -506,68 +811,239 @@ class SimulatedNetwork:
                 if now is not None and pipe.in_flight:
                     self._settle(pipe, now)
                 if link.blocked:
-                    held += sum(len(item) for _, item in pipe.in_flight if isinstance(item, bytes))
+                    held += sum(len(e[1]) for e in pipe.in_flight if isinstance(e[1], bytes))
         return NetworkStatistics(
             links_open=len(self._links),
             bytes_delivered=self._bytes_delivered,
             bytes_held=held,
+            bytes_dropped=self._bytes_dropped,
+            retransmissions=self._retransmissions,
+            resets=self._resets,
         )
+
+    def advance(self) -> None:
+        """Report to the tracer every delivery due by now (the event log calls this)."""
+        if self._due:
+            self._advance(trio.current_time())
 
     # -- delivery ------------------------------------------------------------------------
 
     def _is_cut(self, nodes: frozenset[str] | None) -> bool:
         return nodes is not None and (nodes in self._cuts or nodes in self._holds)
 
-    def _change(self, apply: Callable[[], object]) -> None:
+    def _note(self, action: str, detail: str) -> None:
+        if self.tracer is not None:
+            now = trio.current_time()
+            self._advance(now)
+            self.tracer.fault(now, action, detail)
+
+    def _change(self, apply: Callable[[], object], action: str, detail: str) -> None:
         now = trio.current_time()
+        self._advance(now)
         links = list(self._links)
         # Deliver what was due under the old cuts before they change.
         for link in links:
             self._settle(link.to_server, now)
             self._settle(link.to_client, now)
         apply()
+        if self.tracer is not None:
+            self.tracer.fault(now, action, detail)
         for link in links:
             blocked = self._is_cut(link.nodes)
             if blocked == link.blocked:
                 continue
             link.blocked = blocked
+            if not blocked:
+                link.unblocked_at = now
             for pipe in (link.to_server, link.to_client):
-                if not blocked:
+                if blocked:
+                    self._trace_held(pipe, now, action)
+                else:
                     self._settle(pipe, now)
                 # A receiver's wake-up deadline depends on the cut state: recompute it.
                 pipe.wake()
 
+    def _split(self, pipe: _Pipe, data: bytes) -> tuple[_Mark, ...]:
+        """Cut the bytes written to a pipe into frames, for the tracer."""
+        if pipe.unframed:
+            seq = pipe.seq
+            pipe.seq += 1
+            return ((seq, data),)
+        buf = pipe.partial + data if pipe.partial else data
+        marks: list[_Mark] = []
+        pos = 0
+        end = len(buf)
+        while end - pos >= 4:
+            size = int.from_bytes(buf[pos : pos + 4], "big")
+            if size > _TRACE_MAX_FRAME:
+                pipe.unframed = True  # not hakit frames: trace raw chunks from now on
+                marks.append((pipe.seq, buf[pos:]))
+                pipe.seq += 1
+                pos = end
+                break
+            if end - pos - 4 < size:
+                break
+            marks.append((pipe.seq, buf[pos + 4 : pos + 4 + size]))
+            pipe.seq += 1
+            pos += 4 + size
+        pipe.partial = buf[pos:]
+        return tuple(marks)
+
+    def _marker(self, pipe: _Pipe) -> tuple[_Mark, ...]:
+        seq = pipe.seq
+        pipe.seq += 1
+        return ((seq, None),)
+
     def _transmit(self, pipe: _Pipe, item: _Item) -> None:
-        if isinstance(item, bytes) and pipe.reader_closed:
-            return  # the reader is gone; the writer learns it when the close notice arrives
+        tracer = self.tracer
         now = trio.current_time()
-        due = now + self._latency
-        if self._jitter:
-            due += pipe.rng.uniform(0.0, self._jitter)
+        marks: tuple[_Mark, ...] = ()
+        if tracer is not None:
+            self._advance(now)
+            marks = self._split(pipe, item) if isinstance(item, bytes) else self._marker(pipe)
+        if isinstance(item, bytes) and (pipe.reader_closed or pipe.reset is not None):
+            # The reader is gone; the writer learns it when the close notice arrives.
+            self._bytes_dropped += len(item)
+            if tracer is not None:
+                why = pipe.reset or "the receiving end was closed"
+                self._trace_all(pipe, "sent", now, marks, item, now, None, 0, "")
+                self._trace_all(pipe, "dropped", now, marks, item, now, None, 0, why)
+            return
+        link = pipe.link
+        due = now + link.latency
+        if link.jitter:
+            due += pipe.rng.uniform(-link.jitter, link.jitter)
+        lost = 0
+        if link.loss and isinstance(item, bytes):
+            while lost < MAX_RETRANSMITS and pipe.rng.random() < link.loss:
+                lost += 1
+            self._retransmissions += lost
+            due += RETRANSMIT_TIMEOUT * (2**lost - 1)
         if due < pipe.last_due:
             due = pipe.last_due
+        if lost == MAX_RETRANSMITS:
+            assert isinstance(item, bytes)
+            self._give_up(pipe, now, item, marks, due)
+            return
         pipe.last_due = due
-        if due <= now and not pipe.in_flight and not pipe.link.blocked:
-            self._deliver(pipe, item)  # the common case: no latency, no cut
+        if tracer is not None:
+            self._trace_all(pipe, "sent", now, marks, item, now, due, lost, "")
+            if link.blocked:
+                self._trace_all(pipe, "held", now, marks, item, now, None, 0, "the link is cut")
+        if due <= now and not pipe.in_flight and not link.blocked:
+            self._deliver(pipe, (due, item, marks, now), now)  # the common case: no latency, no cut
         else:
-            pipe.in_flight.append((due, item))
+            self._enqueue(pipe, (due, item, marks, now))
         pipe.wake()
+
+    def _enqueue(self, pipe: _Pipe, entry: _Entry) -> None:
+        pipe.in_flight.append(entry)
+        if self.tracer is not None:
+            self._due_count += 1
+            heapq.heappush(self._due, (entry[0], self._due_count, pipe))
+
+    def _give_up(
+        self, pipe: _Pipe, now: float, item: bytes, marks: tuple[_Mark, ...], due: float
+    ) -> None:
+        """The chunk was lost on every retransmission: reset the connection at `due`."""
+        self._bytes_dropped += len(item)
+        detail = f"{MAX_RETRANSMITS} retransmissions lost"
+        if self.tracer is not None:
+            self._trace_all(pipe, "sent", now, marks, item, now, None, MAX_RETRANSMITS, "")
+        if pipe.link.resetting:  # the connection is already going down
+            if self.tracer is not None:
+                self._trace_all(pipe, "dropped", now, marks, item, now, None, 0, f"lost: {detail}")
+            return
+        pipe.link.resetting = True
+        self._resets += 1
+        for target, lost in ((pipe, marks), (pipe.reverse, ())):
+            when = max(due, target.last_due)
+            target.last_due = when
+            reset_marks = self._marker(target) if self.tracer is not None else ()
+            self._enqueue(target, (when, _Reset(detail, lost, now), reset_marks, now))
+            target.wake()
+
+    def _advance(self, now: float) -> None:
+        due = self._due
+        while due and due[0][0] <= now:
+            when, _, pipe = heapq.heappop(due)
+            self._settle(pipe, when)
 
     def _settle(self, pipe: _Pipe, now: float) -> None:
         if pipe.link.blocked:
             return
+        if self._due and self._due[0][0] < now and self.tracer is not None:
+            self._advance(now)  # report earlier deliveries on other pipes first
         in_flight = pipe.in_flight
         while in_flight and in_flight[0][0] <= now:
-            self._deliver(pipe, in_flight.popleft()[1])
+            entry = in_flight.popleft()
+            self._deliver(pipe, entry, max(entry[0], pipe.link.unblocked_at))
 
-    def _deliver(self, pipe: _Pipe, item: _Item) -> None:
+    def _deliver(self, pipe: _Pipe, entry: _Entry, when: float) -> None:
+        _, item, marks, sent = entry
+        tracer = self.tracer
         if isinstance(item, bytes):
-            if not pipe.reader_closed:
-                pipe.buffer.append(item)
-                pipe.buffered += len(item)
-                self._bytes_delivered += len(item)
+            if pipe.reader_closed or pipe.reset is not None:
+                self._dropped(pipe, entry, pipe.reset or "the receiving end was closed", when)
+                return
+            pipe.buffer.append(item)
+            pipe.buffered += len(item)
+            self._bytes_delivered += len(item)
+        elif isinstance(item, _Reset):
+            if tracer is not None:
+                self._trace_all(pipe, "dropped", when, item.lost, b"", item.sent, None,
+                                MAX_RETRANSMITS, f"lost: {item.detail}")  # fmt: skip
+            if pipe.reset is None:
+                pipe.reset = item.detail
+                self._drop_buffer(pipe)
+                pipe.eof = True
+                pipe.reverse.broken = True
+                for rest in pipe.in_flight:
+                    self._dropped(pipe, rest, f"connection reset: {item.detail}", when)
+                pipe.in_flight.clear()
         elif item is _Signal.EOF:
             pipe.eof = True
         else:
             pipe.eof = True
             pipe.reverse.broken = True
+        if tracer is not None:
+            self._trace_all(pipe, "delivered", when, marks, item, sent, None, 0, "")
+
+    def _drop_buffer(self, pipe: _Pipe) -> None:
+        # Bytes that reached the reader's buffer but will never be read.
+        self._bytes_dropped += pipe.buffered
+        pipe.buffer.clear()
+        pipe.buffered = 0
+
+    def _dropped(self, pipe: _Pipe, entry: _Entry, why: str, when: float | None = None) -> None:
+        _, item, marks, sent = entry
+        if isinstance(item, bytes):
+            self._bytes_dropped += len(item)
+        if self.tracer is not None:
+            when = trio.current_time() if when is None else when
+            self._trace_all(pipe, "dropped", when, marks, item, sent, None, 0, why)
+
+    def _trace_held(self, pipe: _Pipe, now: float, why: str) -> None:
+        if self.tracer is None:
+            return
+        for _, item, marks, sent in pipe.in_flight:
+            self._trace_all(
+                pipe, "held", now, marks, item, sent, None, 0, f"the link is cut ({why})"
+            )
+
+    def _trace_all(
+        self, pipe: _Pipe, action: str, when: float, marks: tuple[_Mark, ...], item: _Item,
+        sent: float, due: float | None, retransmits: int, detail: str,
+    ) -> None:  # fmt: skip
+        tracer = self.tracer
+        assert tracer is not None
+        for seq, frame in marks:
+            if frame is not None:
+                signal = ""
+            elif isinstance(item, _Reset):
+                signal = "RESET"
+            else:
+                assert isinstance(item, _Signal)
+                signal = item.value
+            tracer.message(action, when, pipe.route, seq, frame, signal, sent, due, retransmits,
+                           detail)  # fmt: skip

@@ -144,11 +144,14 @@ def test_write_delete_and_channels(aio) -> None:
 def test_network_twins_and_waits(aio) -> None:
     async def main() -> None:
         cluster, _ = await demo_cluster()
-        cluster.set_latency(0.5, 0.1)
-        assert cluster.cluster.network.latency == (0.5, 0.1)
+        cluster.set_latency("alpha", {"beta", "gamma"}, 0.5, 0.1)
+        assert cluster.cluster.network.latency("gamma", "alpha") == (0.5, 0.1)
         with pytest.raises(ValueError, match="latency"):
-            cluster.set_latency(-1)
-        cluster.set_latency(0)
+            cluster.set_latency("alpha", "beta", -1)
+        cluster.set_latency("alpha", {"beta", "gamma"}, 0)
+        cluster.set_loss("alpha", "beta", 0.1)
+        assert cluster.cluster.network.loss("beta", "alpha") == 0.1
+        cluster.set_loss("alpha", "beta", 0)
         cluster.partition("beta", "alpha")
         write = cluster.write("during", 1)
         # beta cannot ack across the cut: the commit detaches it after synch_timeout.

@@ -134,13 +134,13 @@ async def test_write_on_a_node_being_attached_is_refused(
     node = await nodes.add("n")
     await commit(node, own=0)  # allowed: a fresh database, not yet replicated
     assert nodes.cluster is not None
-    nodes.cluster.network.set_latency(0.5)
+    nodes.cluster.network.set_latency("n", "m", 0.5)
     run_attach(nursery, node, master.address)
     await trio.sleep(0.1)  # the attach has started; the handshake is in flight
     with pytest.raises(hakit.NotMasterError, match="attaching"):
         await commit(node, local=1)
     await master.attach_replica(timeout=5)
-    nodes.cluster.network.set_latency(0.0)
+    nodes.cluster.network.set_latency("n", "m", 0.0)
     await commit(master, x=2)
     await wait_until(lambda: node.txid == master.txid)
     assert dict(node.items()) == dict(master.items()) == {"x": 2}

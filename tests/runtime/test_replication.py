@@ -307,7 +307,7 @@ async def test_attach_timeout_when_master_unreachable(nodes: Nodes, clock: MockC
     if nodes.cluster is not None:
         master = await nodes.add("m")
         master.set_master_params(MasterParams())
-        nodes.cluster.network.set_latency(30)
+        nodes.cluster.network.set_latency("r1", "m", 30)
         address = master.address
     else:
         address = "127.0.0.1:1"  # nothing listens on port 1

@@ -71,7 +71,7 @@ def transport(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Transp
     else:
         network = SimulatedNetwork(seed=7)
         if kind == "mem-latency":
-            network.set_latency(0.010, jitter=0.005)
+            network = SimulatedNetwork(seed=7, latency=(0.010, 0.005))
         yield Transport(kind, "mem:server", network)
 
 

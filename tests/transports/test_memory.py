@@ -246,8 +246,9 @@ async def test_a_link_held_and_partitioned_needs_both_lifted(
 
 async def test_latency_delays_each_chunk(autojump_clock: trio.testing.MockClock) -> None:
     network = SimulatedNetwork()
-    network.set_latency(0.25)
-    assert network.latency == (0.25, 0.0)
+    network.set_latency("a", "b", 0.25)
+    assert network.latency("b", "a") == (0.25, 0.0)
+    assert network.latency("a", "c") == (0.0, 0.0)
     async with linked(network, "a", "b") as (client, server):
         start = trio.current_time()
         await client.send_all(b"ping")
@@ -263,8 +264,7 @@ async def test_latency_delays_each_chunk(autojump_clock: trio.testing.MockClock)
 
 
 async def test_a_cancelled_receive_loses_nothing(autojump_clock: trio.testing.MockClock) -> None:
-    network = SimulatedNetwork()
-    network.set_latency(1.0)
+    network = SimulatedNetwork(latency=(1.0, 0.0))
     async with linked(network, "a", "b") as (client, server):
         await client.send_all(b"patience")
         with trio.move_on_after(0.5):
@@ -274,7 +274,7 @@ async def test_a_cancelled_receive_loses_nothing(autojump_clock: trio.testing.Mo
 
 async def test_jitter_never_reorders_a_link(autojump_clock: trio.testing.MockClock) -> None:
     network = SimulatedNetwork(seed=3)
-    network.set_latency(0.1, jitter=0.5)
+    network.set_latency("a", {"b", "c"}, 0.3, jitter=0.25)
     async with linked(network, "a", "b") as (client, server):
         start = trio.current_time()
         sent: list[tuple[float, bytes]] = []
@@ -300,14 +300,14 @@ async def test_jitter_never_reorders_a_link(autojump_clock: trio.testing.MockClo
         times = [t for t, _ in arrivals]
         assert times == sorted(times)
         # Every chunk took at least the latency, and the first at most latency + jitter.
-        assert times[0] - sent[0][0] >= 0.1
-        assert times[0] - start <= 0.6 + 1e-9
+        assert times[0] - sent[0][0] >= 0.05
+        assert times[0] - start <= 0.55 + 1e-9
         assert len(set(times)) > 1  # the jitter really varies
 
 
 async def test_a_cut_holds_chunks_still_in_flight(autojump_clock: trio.testing.MockClock) -> None:
     network = SimulatedNetwork()
-    network.set_latency(1.0)
+    network.set_latency("a", "b", 1.0)
     async with linked(network, "a", "b") as (client, server):
         start = trio.current_time()
         await client.send_all(b"early ")
@@ -327,7 +327,13 @@ async def test_bad_latency_is_refused() -> None:
     network = SimulatedNetwork()
     for seconds, jitter in ((-1.0, 0.0), (0.0, -0.1), (float("nan"), 0.0), (float("inf"), 0.0)):
         with pytest.raises(ValueError, match="latency"):
-            network.set_latency(seconds, jitter)
+            network.set_latency("a", "b", seconds, jitter)
+    with pytest.raises(ValueError, match="must not exceed the mean"):
+        network.set_latency("a", "b", 0.1, 0.2)
+    with pytest.raises(TypeError, match="number of seconds"):
+        network.set_latency("a", "b", "1")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="latency"):
+        SimulatedNetwork(latency=(-1.0, 0.0))
 
 
 # -- determinism ----------------------------------------------------------------------------
@@ -335,8 +341,7 @@ async def test_bad_latency_is_refused() -> None:
 
 async def delivery_times(seed: int) -> list[tuple[float, bytes]]:
     """Run a fixed script with jitter; return when each chunk arrived, relative to start."""
-    network = SimulatedNetwork(seed=seed)
-    network.set_latency(0.05, jitter=0.2)
+    network = SimulatedNetwork(seed=seed, latency=(0.15, 0.1))
     start = trio.current_time()
     arrivals: list[tuple[float, bytes]] = []
     async with linked(network, "a", "b") as (client, server):
