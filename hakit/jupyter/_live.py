@@ -301,15 +301,10 @@ class LiveCluster:
                 self._add_log("dashboard", "error", None, describe_error(exc))
 
     def _read_events(self) -> None:
-        events = self.cluster.events
-        total = len(events)
-        if total < self._events_seen:  # a bounded log dropped old events: start over
-            self._events_seen = 0
-        start = self._events_seen
-        self._events_seen = total
+        # read() hands each event once, even as the bounded log drops old ones.
+        new, self._events_seen = self.cluster.events.read(self._events_seen)
         base = self._started_at
-        for index in range(start, total):
-            event = events[index]
+        for event in new:
             if isinstance(event, ReplicaStopped):
                 self._add_log(event.node, "stopped", event.reason, event.detail, event.time - base)
             elif isinstance(event, ReplicaDetached):
