@@ -10,14 +10,14 @@ PUBLIC = {
     # parameters and results
     "MasterParams", "MasterMode", "AckPolicy", "ReplicaParams", "ReplicaMode", "Notification",
     "NodeLimits",
-    "CommitResult", "ReplicaInfo", "TransactionRecord", "StopReason",
+    "CommitResult", "ReplicaInfo", "TransactionRecord", "StopReason", "DiscardedTransactions",
     # storage
     "Storage", "MemoryStorage", "SqliteStorage",
     # statistics
     "NodeStatistics", "LinkStatistics", "ClusterStatistics", "ChannelStatistics",
     # events
     "Event", "RoleChanged", "Connected", "ReplicaSynced", "ReplicaStopped", "ReplicaDetached",
-    "MasterChanged", "ConnectionRefused", "CommitFailed", "ChannelConnected",
+    "MasterChanged", "ConnectionRefused", "CommitFailed", "HistoryDiverged", "ChannelConnected",
     "ChannelDisconnected", "ChannelHandlerFailed", "ChannelRequestTimedOut",
     "ChannelUnavailable", "EventLog", "MessageEvent", "NetworkChanged", "NodeCrashed",
     "NodeRestarted",

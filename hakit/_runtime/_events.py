@@ -113,6 +113,26 @@ class MasterChanged(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class HistoryDiverged(Event):
+    """This replica's transactions `first_txid`..`last_txid` are not on its master's history.
+
+    Two nodes wrote those txids independently (for example both were promoted by hand while
+    cut off from each other). The replica takes a full sync, which discards them; what it
+    discarded stays readable with `Node.discarded()` (and, on a `SqliteStorage`, in its file).
+    """
+
+    master: str
+    first_txid: int
+    last_txid: int
+
+    def describe(self) -> str:
+        return (
+            f"history diverged from master {self.master}: discarding txids "
+            f"{self.first_txid}..{self.last_txid} (kept in node.discarded())"
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class ConnectionRefused(Event):
     """An incoming connection was refused or dropped for bad input."""
 

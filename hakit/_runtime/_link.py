@@ -22,6 +22,7 @@ from ..transports import FramedStream
 if TYPE_CHECKING:
     from ._master_side import MasterSide
 
+_FINAL_STATES = (LinkState.KILLED, LinkState.CLOSED)
 #: Pairs per snapshot chunk frame, and chunk frames per send.
 SNAPSHOT_CHUNK_ITEMS = 2000
 SNAPSHOT_CHUNKS_PER_SEND = 8
@@ -216,10 +217,15 @@ class ReplicaLink:
         self.snapshot = None
 
     async def _receiver(self) -> None:
+        machine = self.machine
         while True:
             for value in await self.stream.receive():
-                event = self.machine.receive(m.parse_message(value), trio.current_time())
+                event = machine.receive(m.parse_message(value), trio.current_time())
                 if event is not None and self.master.link_event(self, event):
+                    return
+                if machine.state in _FINAL_STATES:
+                    # After a KillMaster (or a close) the link has nothing more to hear: what
+                    # else came in the same read is ignored, not fed to a finished machine.
                     return
 
     async def _timer(self) -> None:

@@ -30,6 +30,7 @@ from ..protocol import (
     SyncKind,
     decide_handshake,
 )
+from ..protocol import _history as h
 from ..protocol import _master as mm
 from ..protocol import _messages as m
 from ..protocol._codec import pack
@@ -58,7 +59,9 @@ _ASYNC_YIELD_COUNT = 512
 class _PendingCommit:
     """A synchronous commit waiting for acknowledgements."""
 
-    __slots__ = ("acked", "deadline", "detached", "done", "error", "needed", "required", "txid")
+    __slots__ = (
+        "acked", "deadline", "detached", "done", "error", "needed", "required", "timed_out", "txid",
+    )  # fmt: skip
 
     def __init__(self, txid: int, required: set[str], needed: int, deadline: float) -> None:
         self.txid = txid
@@ -69,6 +72,7 @@ class _PendingCommit:
         self.detached: list[str] = []
         self.done = trio.Event()
         self.error: Exception | None = None
+        self.timed_out = False  # replicas were detached for not acknowledging in time
 
     def check(self) -> None:
         if len(self.acked) >= min(self.needed, len(self.acked) + len(self.required)):
@@ -92,8 +96,11 @@ class MasterSide:
         self._unclaimed: deque[ReplicaInfo] = deque(maxlen=64)
         self.killed: KilledByReplicaError | None = None
         self.writes_disabled = False
-        #: The generation in which this node is (or was) the master, if any since it started.
-        self._own_generation: int | None = None
+        #: The history id this node minted (the one it may write in), if any since it started,
+        #: and the generation it writes in there (a deposed master that keeps writing stays
+        #: in its own generation, whatever newer one it has seen and persisted).
+        self._own_history: str | None = None
+        self._own_generation = 0
         #: Where the master is, when this node knows it is not (told so when deposed).
         self.master_hint: str | None = None
         self._async_unflushed = 0
@@ -105,11 +112,21 @@ class MasterSide:
     # -- becoming and stopping a master --------------------------------------------------------
     def set_params(self, params: MasterParams) -> None:
         node = self._node
+        if node._role is not Role.MASTER and self.killed is not None and self.writes_disabled:
+            # It handed over (or saw proof of a newer history): a newer master may hold
+            # acknowledged transactions this node lacks, and promoting it would lose them.
+            raise LocalProtocolError(
+                f"node {node.name!r} stepped down for {self.killed.new_master} "
+                f"(generation {self.killed.generation}), which may hold transactions it lacks: "
+                "attach it to the current master first (it resyncs), then promote it"
+            )
         self.params = params
         node._resize_log(params.trans_log_length)
         if node._role is not Role.MASTER:
+            if node.generation >= m.MAX_COUNTER:
+                raise InvalidArgumentError(f"generation {node.generation} cannot be raised")
             node.storage.set_generation(node.generation + 1)
-            self._own_generation = node.generation
+            self._start_history()
             self.killed = None
             self.writes_disabled = False
             self.master_hint = None
@@ -122,8 +139,21 @@ class MasterSide:
         node._resize_log(master_params.trans_log_length)
         self.writes_disabled = False
         self.killed = None
-        self._own_generation = node.generation
+        self._start_history()
         node._set_role(Role.MASTER)
+
+    def _start_history(self) -> None:
+        """Mint a history id and write in it from the next txid on (protocol._history)."""
+        node = self._node
+        history_id = node._new_history_id()
+        node.storage.set_history(h.extend(node.storage.history, history_id, node.txid))
+        self._own_history = history_id
+        self._own_generation = node.generation
+
+    def resynced(self) -> None:
+        """This node synced as a replica: it holds the current history, so it may be promoted."""
+        self.killed = None
+        self.writes_disabled = False
 
     def require_master(self) -> None:
         if self._node._role is not Role.MASTER or self.params is None:
@@ -163,6 +193,7 @@ class MasterSide:
             accepting=len(self.links) < params.max_replicas,
             names_in_use=frozenset(self.links),
             keepalive_interval=params.keepalive_interval,
+            history=node.storage.history,
         )
 
     async def serve_replica(self, framed: FramedStream, hello: m.Hello) -> None:
@@ -176,12 +207,13 @@ class MasterSide:
             reject = m.Reject(node.generation, int(StopReason.HANDSHAKE_FAILED), detail)
             await node._send_and_close(framed, reject.encode())
             return
-        reply, sync = decide_handshake(hello, self._master_view())
+        view = self._master_view()
+        reply, sync = decide_handshake(hello, view)
         if isinstance(reply, m.Reject):
             node._refuse(hello.node, reply.detail)
-            await node._send_and_close(framed, reply.encode())
-            if hello.generation > node.generation:
+            if mm.proves_newer_history(hello, view):
                 self._step_down(hello.generation, None, None, stale=True)
+            await node._send_and_close(framed, reply.encode())
             return
         now = node._now()
         machine = MasterLinkMachine(
@@ -252,9 +284,6 @@ class MasterSide:
             self._begin_pause(link)
         elif isinstance(event, mm.KillRequested):
             self._step_down(event.generation, event.node, event.address, promoter=link)
-        elif isinstance(event, mm.NewerGeneration):
-            self._step_down(event.generation, None, None, stale=True)
-            return True
         return False
 
     def _on_ack(self, link: ReplicaLink, txid: int) -> None:
@@ -322,7 +351,7 @@ class MasterSide:
         promoter: ReplicaLink | None = None,
         stale: bool = False,
     ) -> None:
-        """Stop being the master: a replica took over, or a newer generation was seen."""
+        """Stop being the master: a replica took over, or a newer history was proven."""
         node = self._node
         if node._role is not Role.MASTER:
             return
@@ -330,9 +359,22 @@ class MasterSide:
         disable = params.disable_writes_on_kill if params else True
         self.killed = KilledByReplicaError(new_master or "?", address, generation)
         self.master_hint = address
+        # Persisted even when it keeps writing: a later promotion must go past the newer
+        # generation, and after a restart the node knows its history was superseded.
+        node.storage.set_generation(max(generation, node.generation))
         if stale or disable:
-            node.storage.set_generation(generation)
             self.writes_disabled = True
+        if stale:
+            # A newer master exists that may lack whatever waits for acknowledgements here.
+            for pending in self._pending:
+                if not pending.done.is_set():
+                    pending.error = CommitFailedError(
+                        f"the master stepped down (a newer history exists) before txid "
+                        f"{pending.txid} was confirmed; it may be lost",
+                        txid=pending.txid,
+                    )
+                    pending.done.set()
+            self._pending.clear()
         if promoter is not None:
             promoter.push_frame(m.MasterKilled(generation).encode())
             promoter.close_after_flush(StopReason.BECOMES_MASTER, "took over as master")
@@ -457,11 +499,11 @@ class MasterSide:
         if (
             node._role is Role.STANDALONE
             and node.generation > 0
-            and node.generation != self._own_generation
+            and h.current_id(node.storage.history) != self._own_history
         ):
-            # Its generation belongs to another master's history: writing here would create
-            # a second writer in that generation. Only a fresh database (generation 0), or a
-            # former master still in its own generation, is writable without being a master.
+            # Its history belongs to another master: writing here would make a second writer
+            # in it. Only a fresh database (generation 0), or a former master still in the
+            # history it minted, is writable without being a master.
             raise NotMasterError(
                 f"node {node.name!r} holds a replicated database (generation {node.generation}) "
                 "and is not a master: call set_master_params() to make it one",
@@ -482,10 +524,15 @@ class MasterSide:
         if params is not None and params.quorum:
             synced = sum(1 for link in links.values() if link.is_synced)
             if synced < params.quorum:
+                self.commit_failures += 1
                 raise NoQuorumError(synced, params.quorum)
+        if h.current_id(node.storage.history) != self._own_history:
+            # A standalone fresh database: its writes get a history of their own, so they
+            # can never pass for another node's transactions of the same txids.
+            self._start_history()
         storage = node.storage
         txid = storage.txid + 1
-        generation = storage.generation
+        generation = self._own_generation
         try:
             packed = m.pack_entry(txid, generation, ops)
         except (TypeError, ValueError, OverflowError) as exc:
@@ -495,13 +542,14 @@ class MasterSide:
         self.commits += 1
         for link in links.values():
             link.push_entry(txid, packed)
+        history = self._own_history or ""
         if params is not None and links:
             if MasterMode.ASYNC in params.mode or params.ack_policy is AckPolicy.NONE:
                 await self._async_backpressure(params, len(packed))
-                return CommitResult(txid, generation)
-            return await self._wait_acks(params, txid, generation)
+                return CommitResult(txid, generation, history=history)
+            return await self._wait_acks(params, txid, generation, history)
         await trio.lowlevel.checkpoint()
-        return CommitResult(txid, generation)
+        return CommitResult(txid, generation, history=history)
 
     async def _async_backpressure(self, params: MasterParams, size: int) -> None:
         # Yielding once per transaction would cost a scheduler round trip each; yielding
@@ -533,7 +581,9 @@ class MasterSide:
                     f"{params.commit_timeout:g} s (commit_timeout)",
                 )
 
-    async def _wait_acks(self, params: MasterParams, txid: int, generation: int) -> CommitResult:
+    async def _wait_acks(
+        self, params: MasterParams, txid: int, generation: int, history: str
+    ) -> CommitResult:
         node = self._node
         required = {name for name, link in self.links.items() if link.is_synced}
         policy = params.ack_policy
@@ -542,27 +592,38 @@ class MasterSide:
             AckPolicy.QUORUM: len(required) // 2 + 1,
             AckPolicy.ONE: 1,
         }[policy]
+        # A quorum is also a floor on acknowledgements (Redis's min-replicas-to-write with
+        # WAIT): a commit confirmed by fewer replicas than the quorum is not a success.
+        needed = max(needed, params.quorum)
         deadline = node._now() + (params.synch_timeout or math.inf)
         pending = _PendingCommit(txid, required, needed, deadline)
         pending.check()
-        if pending.done.is_set():  # no replica counts yet (all still loading, or policy)
+        if not pending.done.is_set():
+            # No cancel scope per commit: the acknowledgement watchdog enforces synch_timeout
+            # for every waiting commit at once (a scope costs more than the rest of a wait).
+            self._pending.append(pending)
+            self._pending_added.set()
+            await pending.done.wait()
+        else:  # no replica counts yet (all still loading), or the policy needs none
             await trio.lowlevel.checkpoint()
-            return CommitResult(txid, generation)
-        # No cancel scope per commit: the acknowledgement watchdog enforces synch_timeout for
-        # every waiting commit at once (a scope costs more than the rest of a commit's wait).
-        self._pending.append(pending)
-        self._pending_added.set()
-        await pending.done.wait()
-        if pending.error is not None:
-            raise pending.error
-        if node._role is not Role.MASTER and self.killed is None:
-            # Stepped down as stale: a newer master exists that may not hold this transaction.
-            self.commit_failures += 1
-            node._record(CommitFailed(node._now(), node.name, txid, "master stepped down"))
-            raise CommitFailedError(
-                f"the master stepped down before txid {txid} was confirmed", txid=txid
+        error = pending.error
+        if error is None and len(pending.acked) < params.quorum:
+            gone = f" ({', '.join(pending.detached)} detached)" if pending.detached else ""
+            error = CommitFailedError(
+                f"txid {txid} is in the master's database but only {len(pending.acked)} "
+                f"replicas acknowledged it, below the quorum of {params.quorum}{gone}: "
+                "it may be lost if the master fails",
+                txid=txid,
             )
-        return CommitResult(txid, generation, tuple(pending.acked), tuple(pending.detached))
+        if error is not None:
+            self.commit_failures += 1
+            if isinstance(error, CommitFailedError):
+                node._record(CommitFailed(node._now(), node.name, txid, str(error)))
+            raise error
+        if pending.timed_out:
+            self.commit_failures += 1  # it succeeded, but only by detaching a late replica
+        acked, detached = tuple(pending.acked), tuple(pending.detached)
+        return CommitResult(txid, generation, acked, detached, history)
 
     async def ack_watchdog(self) -> None:
         """Detach replicas that leave a synchronous commit unacknowledged past synch_timeout.
@@ -582,6 +643,8 @@ class MasterSide:
                     break
                 if pending.done.is_set():
                     continue
+                # Set first: aborting a link takes it out of `required` at once.
+                pending.timed_out = bool(pending.required)
                 for name in sorted(pending.required):
                     link = self.links.get(name)
                     if link is not None:

@@ -8,6 +8,8 @@ replica links) in its own nursery. Every decision about the protocol is made by 
 from __future__ import annotations
 
 import errno
+import hashlib
+import secrets
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -24,6 +26,7 @@ from ..protocol import (
     ReplicationError,
     StopReason,
 )
+from ..protocol import _history as h
 from ..protocol import _messages as m
 from ..protocol._codec import DEFAULT_MAX_FRAME_SIZE, HANDSHAKE_LIMITS
 from ..storage import DELETE, PUT, Key, MemoryStorage, Storage
@@ -39,12 +42,14 @@ from ._events import (
 from ._master_side import MasterSide
 from ._params import (
     CommitResult,
+    DiscardedTransactions,
     MasterParams,
     NodeLimits,
     ReplicaInfo,
     ReplicaMode,
     ReplicaParams,
     Role,
+    TransactionRecord,
 )
 from ._replica_side import ReplicaRun, Session
 from ._security import Security, TlsConfig, accept_secure, warn_if_exposed
@@ -107,6 +112,17 @@ class Transaction:
 
 _MISSING = object()
 _DELETED = object()
+
+
+def _discarded_from_record(record: dict[str, Any]) -> DiscardedTransactions:
+    return DiscardedTransactions(
+        time=record["time"],
+        master=record["master"],
+        first_txid=record["first_txid"],
+        last_txid=record["last_txid"],
+        transactions=tuple(TransactionRecord(*entry) for entry in record["transactions"]),
+        replaced=tuple((key, value) for key, value in record["replaced"]),
+    )
 
 
 def _check_key(key: object) -> None:
@@ -192,6 +208,32 @@ class Node:
     def generation(self) -> int:
         """The node's generation (fencing counter, raised at every promotion)."""
         return self.storage.generation
+
+    @property
+    def history_id(self) -> str:
+        """The id of the history this node's next transaction belongs to (``""``: none yet).
+
+        Every promotion mints a new random id, so two nodes promoted separately never share
+        one even when their generations are equal: two nodes with the same `history_id` and
+        txid hold the same transactions.
+        """
+        return h.current_id(self.storage.history)
+
+    def discarded(self) -> list[DiscardedTransactions]:
+        """Return what this node discarded when its history diverged from its master's.
+
+        Kept by the storage (on a `SqliteStorage`, in its file), oldest first.
+        """
+        return [_discarded_from_record(record) for record in self.storage.discarded()]
+
+    def _new_history_id(self) -> str:
+        if self._network is not None:
+            # On the simulated network runs replay exactly: the id is drawn from the seed and
+            # from everything that makes this promotion unlike any other.
+            seed = f"{self._network.seed}/{self.name}/{self.generation}/{self.txid}"
+            digest = hashlib.sha256(f"{seed}/{self.storage.history}".encode()).hexdigest()
+            return digest[:16]
+        return secrets.token_hex(8)
 
     @property
     def master_params(self) -> MasterParams | None:
@@ -416,7 +458,9 @@ class Node:
         named by the master that wrote it.
 
         Raises:
-            LocalProtocolError: the node is attached as a replica.
+            LocalProtocolError: the node is attached as a replica, or it stepped down for a
+                newer master and has not resynced from it since (promoting it could lose the
+                newer master's acknowledged transactions).
             InvalidArgumentError: `params` is not a `MasterParams`.
         """
         params = MasterParams() if params is None else params

@@ -62,6 +62,8 @@ class Notification(enum.Enum):
     STATEFUL_SYNC = "stateful_sync"
     STATEFUL_SYNC_END = "stateful_sync_end"
     COMMIT_FAILED = "commit_failed"
+    #: the replica's history diverged from the master's; the detail names the txids discarded
+    HISTORY_DIVERGED = "history_diverged"
     MASTER_CHANGED = "master_changed"
     REPLICA_STOPPED = "replica_stopped"
 
@@ -199,12 +201,40 @@ class CommitResult:
         generation: the generation it was committed under.
         acked: the replicas that acknowledged it.
         detached: the replicas detached during the commit (they did not acknowledge in time).
+        history: the id of the history it was written in (see `Node.history_id`).
     """
 
     txid: int
     generation: int
     acked: tuple[str, ...] = ()
     detached: tuple[str, ...] = ()
+    history: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DiscardedTransactions:
+    """What a replica gave up when its history diverged from its master's (`Node.discarded`).
+
+    As MongoDB keeps rollback data, the node keeps the transactions it discarded (those it
+    still held in memory: all of them unless it restarted since writing them) and, always,
+    the values the full load replaced.
+
+    Attributes:
+        time: the trio clock when the divergence was found.
+        master: the master whose history replaced this node's.
+        first_txid: the first discarded txid.
+        last_txid: the last discarded txid.
+        transactions: the discarded transactions this node still held, in txid order.
+        replaced: ``(key, value)`` for every key the load changed or removed, with the value
+            this node held before it.
+    """
+
+    time: float
+    master: str
+    first_txid: int
+    last_txid: int
+    transactions: tuple[TransactionRecord, ...]
+    replaced: tuple[tuple[Any, Any], ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from contextlib import suppress
 from itertools import chain
 from typing import TYPE_CHECKING, Any
 
+import msgpack
 import trio
 
 from ..protocol import (
@@ -30,7 +31,7 @@ from ..protocol import _replica as rm
 from ..storage import Loader
 from ..transports import FramedStream
 from ._dial import dial
-from ._events import Connected, MasterChanged, ReplicaStopped, ReplicaSynced
+from ._events import Connected, HistoryDiverged, MasterChanged, ReplicaStopped, ReplicaSynced
 from ._params import Notification, ReplicaMode, ReplicaParams, Role, TransactionRecord
 
 if TYPE_CHECKING:
@@ -59,6 +60,46 @@ class Session:
             self.request = reason
             self.detail = detail
         self._scope.cancel()
+
+
+_MISSING = object()
+
+
+class _Discard:
+    """What a diverged replica gives up, gathered while the full load replaces it."""
+
+    def __init__(self, node: Node, event: rm.Diverged) -> None:
+        self.event = event
+        self.time = node._now()
+        self.transactions: list[list[Any]] = []
+        for txid, generation, entry in node._log:
+            if event.first <= txid <= event.last:
+                if isinstance(entry, bytes):
+                    entry = msgpack.unpackb(entry, raw=False, strict_map_key=False)
+                self.transactions.append([txid, generation, entry[2]])
+        self.replaced: list[list[Any]] = []
+        self._loaded: set[Any] = set()
+
+    def add_chunk(self, node: Node, items: list[Any]) -> None:
+        # Called before the chunk is staged: the storage still shows this node's own values.
+        get = node.storage.get
+        for index in range(0, len(items) - 1, 2):
+            key = items[index]
+            self._loaded.add(key)
+            old = get(key, _MISSING)
+            if old is not _MISSING and old != items[index + 1]:
+                self.replaced.append([key, old])
+
+    def record(self, node: Node) -> dict[str, Any]:
+        self.replaced.extend([key, value] for key, value in node.items() if key not in self._loaded)
+        return {
+            "time": self.time,
+            "master": self.event.master,
+            "first_txid": self.event.first,
+            "last_txid": self.event.last,
+            "transactions": self.transactions,
+            "replaced": self.replaced,
+        }
 
 
 class ReplicaRun:
@@ -117,6 +158,7 @@ class ReplicaRun:
             generation=self.node.generation,
             txid=self.node.txid,
             last_generation=self.node.storage.last_generation,
+            history=self.node.storage.history,
             force_master=force_master,
             force_sync=ReplicaMode.FORCE_SYNC in self.params.mode,
             address=self.node._address,
@@ -125,6 +167,7 @@ class ReplicaRun:
         )
         framed: FramedStream | None = None
         loader: Loader | None = None
+        discard: _Discard | None = None
         try:
             # 1. connect and handshake, within `timeout`
             with self.session.scope():
@@ -174,15 +217,26 @@ class ReplicaRun:
                             )
                         if isinstance(outcome, rm.FollowMaster):
                             return outcome
-                        if isinstance(event, rm.LoadBegin):
+                        if isinstance(event, rm.Diverged):
+                            discard = _Discard(self.node, event)
+                            self._diverged(event)
+                        elif isinstance(event, rm.LoadBegin):
                             loader = self.node.storage.begin_load()
                             self._notify(Notification.DB_LOAD_BEGIN, f"{event.count} keys")
                         elif isinstance(event, rm.LoadChunk):
                             assert loader is not None
+                            if discard is not None:
+                                discard.add_chunk(self.node, event.items)
                             loader.add(event.items)
                         elif isinstance(event, rm.LoadEnd):
                             assert loader is not None
-                            loader.commit(event.txid, event.last_generation, event.generation)
+                            # What the load discards is kept in the same atomic step.
+                            record = discard.record(self.node) if discard is not None else None
+                            discard = None
+                            loader.commit(
+                                event.txid, event.last_generation, event.generation,
+                                event.history, record,
+                            )  # fmt: skip
                             loader = None
                             self.node._log.clear()
                             self._notify(Notification.DB_LOAD_OK, f"txid {event.txid}")
@@ -268,11 +322,16 @@ class ReplicaRun:
         elif isinstance(event, rm.Send):
             return await self._send_to_master(machine, framed, event.message)
         elif isinstance(event, rm.Welcomed):
+            if event.sync is not SyncKind.FULL:
+                # Same history up to our txid: adopt the master's boundaries (those past our
+                # txid name transactions still to come). A full load adopts them atomically.
+                self.node.storage.set_history(event.history)
             if event.sync is SyncKind.EQUAL:
                 self._notify(Notification.DB_EQUAL, f"txid {event.txid}")
             elif event.sync is SyncKind.INCREMENTAL:
                 self._notify(Notification.STATEFUL_SYNC, f"to txid {event.txid}")
         elif isinstance(event, rm.Synced):
+            self.node._master.resynced()
             sync = machine.sync_kind.name.lower() if machine.sync_kind is not None else "?"
             self.node._record(
                 ReplicaSynced(self.node._now(), self.node.name, self.node.name, sync, event.txid)
@@ -285,6 +344,15 @@ class ReplicaRun:
         elif isinstance(event, rm.Stopped | rm.FollowMaster):
             return event
         return None
+
+    def _diverged(self, event: rm.Diverged) -> None:
+        node = self.node
+        node._record(HistoryDiverged(node._now(), node.name, event.master, event.first, event.last))
+        self._notify(
+            Notification.HISTORY_DIVERGED,
+            f"txids {event.first}..{event.last} are not on {event.master}'s history; "
+            "the full sync discards them (see node.discarded())",
+        )
 
     def _iterator_error(self, machine: ReplicaMachine, detail: str) -> rm.Stopped:
         machine.stop(StopReason.ITERATOR_ERROR, detail)

@@ -77,7 +77,9 @@ class NodeStatistics:
         txid: its last transaction id.
         keys: how many keys its database holds.
         commits: transactions committed here.
-        commit_failures: commits that failed or detached a replica for falling behind.
+        commit_failures: commits that failed (`NoQuorumError`, `CommitFailedError`, the node
+            closing while they waited) or succeeded only by detaching a replica that fell
+            behind (`synch_timeout`, or the asynchronous buffer).
         applied: transactions applied here as a replica.
         refused_connections: incoming connections refused for bad input.
         replicas: the attached replicas (on a master).

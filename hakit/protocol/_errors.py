@@ -100,10 +100,12 @@ class NoQuorumError(HakitError):
 
 
 class CommitFailedError(HakitError):
-    """A commit could not be confirmed; it must be treated as not committed.
+    """A commit could not be confirmed: treat its outcome as unknown.
 
-    Raised when the master stepped down (force master) while the commit waited, or a replica
-    could not keep up with an asynchronous master. `txid` is the id it would have had, if any.
+    Raised when a synchronous commit ended with fewer acknowledgements than
+    `MasterParams.quorum`, or the master stepped down (proof of a newer history) while the
+    commit waited. The transaction is in the master's database and may reach replicas, but
+    nothing promises it survives a failover. `txid` is its id, if it got one.
     """
 
     def __init__(self, message: str, *, txid: int | None = None) -> None:

@@ -18,6 +18,7 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from . import _history as h
 from . import _messages as m
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._stop import StopReason
@@ -39,6 +40,8 @@ class MasterView:
     accepting: bool  #: False when the replica limit is reached
     names_in_use: frozenset[str]
     keepalive_interval: float
+    #: the master's history (see `hakit.protocol._history`)
+    history: h.History = ()
 
 
 def decide_handshake(hello: m.Hello, view: MasterView) -> tuple[m.Welcome | m.Reject, m.SyncKind]:
@@ -62,39 +65,91 @@ def decide_handshake(hello: m.Hello, view: MasterView) -> tuple[m.Welcome | m.Re
         return reject(f"replica name {hello.node!r} is the master's own name")
     if hello.node in view.names_in_use:
         return reject(f"a replica named {hello.node!r} is already attached")
+    try:
+        history = h.from_wire(hello.history)
+    except RemoteProtocolError as exc:
+        return reject(f"bad history from the replica: {exc}")
     if not view.accepting:
         return reject("the master already serves its maximum number of replicas")
     if hello.generation > view.generation:
+        if h.descends_from(history, view.history):
+            detail = "a node was promoted from this master's history: this master is stale"
+        else:
+            # A higher number alone proves nothing (anyone can send one): the replica is
+            # refused, and the master stays the master (see `proves_newer_history`).
+            detail = "on a history that does not continue this master's: refused"
         return reject(
             f"the replica has seen generation {hello.generation}, newer than this master's "
-            f"{view.generation}: this master is stale"
+            f"{view.generation}, {detail}"
         )
+    common = common_txid(hello.txid, hello.last_generation, history, view)
     if hello.flags & m.HelloFlags.FORCE_SYNC:
         sync = m.SyncKind.FULL
     else:
-        sync = plan_sync(hello.txid, hello.last_generation, view)
-    return m.Welcome(
-        view.generation, view.node, view.txid, int(sync), view.keepalive_interval
-    ), sync
+        sync = plan_sync(hello.txid, hello.last_generation, view, history)
+    welcome = m.Welcome(
+        view.generation, view.node, view.txid, int(sync), view.keepalive_interval,
+        h.to_wire(view.history), common,
+    )  # fmt: skip
+    return welcome, sync
 
 
-def plan_sync(txid: int, last_generation: int, view: MasterView) -> m.SyncKind:
-    """Choose how to bring a replica holding ``(txid, last_generation)`` up to date.
+def proves_newer_history(hello: m.Hello, view: MasterView) -> bool:
+    """Whether `hello` proves this master was superseded, so that it must step down.
 
-    A replica is on the master's history when the master's transaction `txid` has the same
-    generation. Then, equal txids need no load, and a master whose log still holds every
-    later transaction replays only those (when `stateful`). Anything else, including an empty
-    replica, a replica ahead of the master or one on another history, gets a full snapshot.
+    Proof is a newer generation on a history that continues this master's current one (a
+    node holding this master's history was promoted). A generation number alone is not
+    proof: a stranger, a node of another cluster or a node promoted elsewhere by hand could
+    send any number, and one frame must not depose a master.
+    """
+    if hello.cluster != view.cluster or hello.version != m.PROTOCOL_VERSION:
+        return False
+    if hello.generation <= view.generation:
+        return False
+    try:
+        history = h.from_wire(hello.history)
+    except RemoteProtocolError:
+        return False
+    return h.descends_from(history, view.history)
+
+
+def common_txid(txid: int, last_generation: int, history: h.History, view: MasterView) -> int:
+    """The last txid a replica holding ``(txid, last_generation, history)`` shares.
+
+    A full sync discards the replica's transactions after it.
+    """
+    common = h.common_txid(history, txid, view.history, view.txid)
+    if common == txid and txid > 0:
+        # Databases from before history ids name nothing: their transactions' generations
+        # are the only evidence left, where the master still holds them.
+        generation = view.last_generation if txid == view.txid else view.generation_of(txid)
+        if generation is not None and generation != last_generation:
+            return 0  # where they part is unknown: everything the replica holds is at stake
+    return common
+
+
+def plan_sync(
+    txid: int, last_generation: int, view: MasterView, history: h.History = ()
+) -> m.SyncKind:
+    """Choose how to bring a replica holding ``(txid, last_generation, history)`` up to date.
+
+    A replica is on the master's history when its transaction `txid` belongs to the same
+    history id on both (see `hakit.protocol._history`) and, where the master still knows it,
+    has the same generation. Then, equal txids need no load, and a master whose log still
+    holds every later transaction replays only those (when `stateful`). Anything else,
+    including an empty replica, a replica ahead of the master or one on another history,
+    gets a full snapshot.
     """
     if txid > view.txid:
         return m.SyncKind.FULL
-    if txid == view.txid and last_generation == view.last_generation:
+    same_id = h.history_id_at(history, txid) == h.history_id_at(view.history, txid)
+    if txid == view.txid and same_id and last_generation == view.last_generation:
         return m.SyncKind.EQUAL
     if not view.stateful:
         return m.SyncKind.FULL
     # An empty replica has no history to extend: it gets a snapshot, the cheaper way to
     # ship a whole database.
-    on_history = txid > 0 and view.generation_of(txid) == last_generation
+    on_history = txid > 0 and same_id and view.generation_of(txid) == last_generation
     if on_history and (txid == view.txid or view.generation_of(txid + 1) is not None):
         return m.SyncKind.INCREMENTAL
     return m.SyncKind.FULL
@@ -146,14 +201,7 @@ class KillRequested:
     address: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class NewerGeneration:
-    """The replica speaks for a newer generation: this master is stale and must step down."""
-
-    generation: int
-
-
-LinkEvent = Acked | LinkSynced | ReplicaLeft | PromoteRequested | KillRequested | NewerGeneration
+LinkEvent = Acked | LinkSynced | ReplicaLeft | PromoteRequested | KillRequested
 
 
 class MasterLinkMachine:
@@ -270,7 +318,12 @@ class MasterLinkMachine:
         if isinstance(msg, m.KillMaster):
             return self._kill(msg)
         if msg.generation > self.generation:
-            return NewerGeneration(msg.generation)
+            # An attached replica speaks the link's generation: a newer one proves nothing
+            # (only a valid KillMaster deposes a master), it only breaks the protocol.
+            raise RemoteProtocolError(
+                f"{type(msg).__name__} from generation {msg.generation}, "
+                f"not the link's {self.generation}"
+            )
         if isinstance(msg, m.Ack):
             if msg.txid < self.acked or msg.txid > self.sent_txid:
                 raise RemoteProtocolError(

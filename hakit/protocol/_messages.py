@@ -10,7 +10,7 @@ replica's frame without re-encoding.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 import msgpack
@@ -19,7 +19,12 @@ from ._codec import array_header, frame, pack
 from ._errors import RemoteProtocolError
 
 #: The replication protocol version; a peer with another version is refused at the handshake.
-PROTOCOL_VERSION = 1
+#: Version 2 added history ids to `Hello` and `Welcome`.
+PROTOCOL_VERSION = 2
+
+#: The largest counter (generation, txid) a frame may carry: SQLite's largest integer, so that
+#: whatever a peer sends can be persisted. Larger values are refused where frames are parsed.
+MAX_COUNTER = 2**63 - 1
 
 #: A transaction entry on the wire: ``[txid, generation, ops]``; an op is ``[0, key, value]``
 #: (put) or ``[1, key]`` (delete), a key being ``str`` or ``bytes``.
@@ -113,6 +118,8 @@ class Hello(Message):
     last_generation: int  #: generation of the replica's last transaction (its history)
     flags: int
     address: str | None  #: where the replica would serve replicas if it became master
+    #: the replica's history, ``[[history_id, first_txid], ...]`` (see `hakit.protocol._history`)
+    history: list[Any] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +131,9 @@ class Welcome(Message):
     txid: int
     sync: int  #: a `SyncKind`
     keepalive_interval: float
+    history: list[Any] = field(default_factory=list)  #: the master's history
+    #: the last txid the replica shares with the master: a `FULL` sync discards its later ones
+    common: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,7 +390,7 @@ def parse_message(value: Any) -> Message:
     cls = _CLASSES.get(kind) if type(kind) is int else None  # a bool is not a kind
     if cls is None:
         raise RemoteProtocolError(f"unknown message kind {_short(kind)}")
-    if type(generation) is not int or generation < 0:
+    if type(generation) is not int or not 0 <= generation <= MAX_COUNTER:
         raise RemoteProtocolError(f"{cls.__name__}: bad generation {_short(generation)}")
     if cls is Txns:
         return Txns(generation, value[2:])
@@ -390,7 +400,11 @@ def parse_message(value: Any) -> Message:
             f"{cls.__name__}: expected {len(types)} fields, got {len(value) - 1}"
         )
     for name, accepted, field_value in zip(_FIELDS[cls], types, value[1:], strict=True):
-        if not isinstance(field_value, accepted) or isinstance(field_value, bool):
+        if (
+            not isinstance(field_value, accepted)
+            or isinstance(field_value, bool)
+            or (type(field_value) is int and not 0 <= field_value <= MAX_COUNTER)
+        ):
             raise RemoteProtocolError(
                 f"{cls.__name__}.{name}: unexpected value {_short(field_value)}"
             )

@@ -21,6 +21,7 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
+from . import _history as h
 from . import _messages as m
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._stop import StopReason
@@ -38,11 +39,28 @@ class ReplicaState(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Welcomed:
-    """The master accepted us and chose how to sync."""
+    """The master accepted us and chose how to sync; `history` is the master's.
+
+    For `EQUAL` and `INCREMENTAL` syncs, adopt `history` now; a `FULL` load adopts it
+    atomically with the loaded data (`LoadEnd`), never before.
+    """
 
     master: str
     sync: m.SyncKind
     txid: int
+    history: h.History = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Diverged:
+    """Our transactions `first`..`last` are not on the master's history.
+
+    The full load that follows discards them: keep them where the user can read them first.
+    """
+
+    master: str
+    first: int
+    last: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +86,7 @@ class LoadEnd:
     txid: int
     last_generation: int
     generation: int
+    history: h.History = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +140,7 @@ class Stopped:
 
 
 ReplicaEvent = (
-    Welcomed | LoadBegin | LoadChunk | LoadEnd | Apply | Synced | Send | Promoted
+    Welcomed | Diverged | LoadBegin | LoadChunk | LoadEnd | Apply | Synced | Send | Promoted
     | FollowMaster | Stopped
 )  # fmt: skip
 
@@ -138,6 +157,7 @@ class ReplicaMachine:
         force_master: take over as master once synced (`FORCE_MASTER`).
         force_sync: ask for a full load even when the databases look equal (`FORCE_SYNC`).
         address: where this node would serve replicas as master.
+        history: this node's history (see `hakit.protocol._history`).
         wait_data_timeout: stop with `CONNECTION_ABORTED` when the master is silent this long
             (seconds; 0 disables).
         now: the current time.
@@ -154,6 +174,7 @@ class ReplicaMachine:
         force_master: bool = False,
         force_sync: bool = False,
         address: str | None = None,
+        history: h.History = (),
         wait_data_timeout: float = 0.0,
         now: float,
     ) -> None:
@@ -165,6 +186,7 @@ class ReplicaMachine:
         self.force_master = force_master
         self.force_sync = force_sync
         self.address = address
+        self.history = history
         self.wait_data_timeout = wait_data_timeout
         self.state = ReplicaState.HANDSHAKING
         self.master: str | None = None
@@ -199,7 +221,7 @@ class ReplicaMachine:
             flags |= m.HelloFlags.FORCE_SYNC
         return m.Hello(
             self.generation, m.PROTOCOL_VERSION, self.cluster, self.node, self.txid,
-            self.last_generation, int(flags), self.address,
+            self.last_generation, int(flags), self.address, h.to_wire(self.history),
         )  # fmt: skip
 
     def tick(self, now: float) -> Stopped | None:
@@ -286,14 +308,25 @@ class ReplicaMachine:
         sync = m.SyncKind(msg.sync) if msg.sync in m.SyncKind._value2member_map_ else None
         if sync is None:
             raise RemoteProtocolError(f"unknown sync kind {msg.sync}")
+        history = h.from_wire(msg.history)
+        if not 0 <= msg.common <= self.txid:
+            raise RemoteProtocolError(f"common txid {msg.common} outside [0, {self.txid}]")
         self.master = msg.master
         self.sync_kind = sync
         self.generation = msg.generation
         self._target = msg.txid
-        events: list[ReplicaEvent] = [Welcomed(msg.master, sync, msg.txid)]
+        self.history = history
+        events: list[ReplicaEvent] = [Welcomed(msg.master, sync, msg.txid, history)]
         if sync is m.SyncKind.FULL:
+            if msg.common < self.txid:
+                events.append(Diverged(msg.master, msg.common + 1, self.txid))
             self.state = ReplicaState.LOADING
             return events
+        if msg.common != self.txid:
+            raise RemoteProtocolError(
+                f"{sync.name} sync, but the master shares only up to txid {msg.common} "
+                f"of our {self.txid}"
+            )
         if sync is m.SyncKind.EQUAL and msg.txid != self.txid:
             raise RemoteProtocolError(
                 f"master claims equal at txid {msg.txid}, we hold {self.txid}"
@@ -328,7 +361,8 @@ class ReplicaMachine:
                 )
             self.txid, self.last_generation = txid, last_generation
             self.state = ReplicaState.STREAMING
-            return [LoadEnd(txid, last_generation, self.generation), *self._check_synced()]
+            end = LoadEnd(txid, last_generation, self.generation, self.history)
+            return [end, *self._check_synced()]
         raise RemoteProtocolError(f"unexpected {type(msg).__name__} during the initial load")
 
     def _txns(self, msg: m.Txns) -> list[ReplicaEvent]:
@@ -338,7 +372,7 @@ class ReplicaMachine:
                 raise RemoteProtocolError(f"malformed transaction entry {m._short(entry)}")
             if type(entry[0]) is not int or entry[0] != txid + 1:
                 raise RemoteProtocolError(f"transaction {entry[0]!r} does not follow {txid}")
-            if type(entry[1]) is not int or entry[1] < last_generation:
+            if type(entry[1]) is not int or not last_generation <= entry[1] <= self.generation:
                 raise RemoteProtocolError(f"transaction {entry[0]} has generation {entry[1]!r}")
             for op in entry[2]:
                 problem = m.op_error(op)

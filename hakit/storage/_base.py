@@ -2,9 +2,11 @@
 
 A storage holds the key/value data plus three persisted counters: ``txid`` (the last
 committed transaction, 0 for an empty database), ``last_generation`` (the generation of that
-transaction, which names the history it belongs to) and ``generation`` (the node's fencing
-counter, see DESIGN 4.5). Every method is synchronous and must not block for long; the
-runtime calls it from its event loop.
+transaction) and ``generation`` (the node's fencing counter, see DESIGN 4.5); the ``history``
+(the ``(history_id, first_txid)`` boundaries naming which lineage each transaction belongs to,
+see `hakit.protocol._history`); and the records of transactions discarded when the node's
+history diverged from its master's (MongoDB keeps rollback data the same way). Every method is
+synchronous and must not block for long; the runtime calls it from its event loop.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ Key = str | bytes
 Op = list[Any]
 #: One committed transaction: ``[txid, generation, ops]``.
 Entry = list[Any]
+#: ``((history_id, first_txid), ...)``: which history each transaction belongs to.
+History = tuple[tuple[str, int], ...]
+#: The largest counter a storage holds (SQLite's largest integer).
+MAX_COUNTER = 2**63 - 1
 
 PUT = 0
 DELETE = 1
@@ -47,8 +53,19 @@ class Loader(Protocol):
         """Stage a flat ``[k1, v1, ...]`` chunk."""
         ...
 
-    def commit(self, txid: int, last_generation: int, generation: int) -> None:
-        """Atomically replace the database with the staged data at `txid`."""
+    def commit(
+        self,
+        txid: int,
+        last_generation: int,
+        generation: int,
+        history: History = (),
+        discarded: dict[str, Any] | None = None,
+    ) -> None:
+        """Atomically replace the database, and its history, with the staged data at `txid`.
+
+        `discarded`, if given, is the msgpack-serializable record of what the load replaces
+        (see `Storage.discarded`), kept in the same atomic step.
+        """
         ...
 
     def abort(self) -> None:
@@ -76,6 +93,19 @@ class Storage(Protocol):
 
     def set_generation(self, generation: int) -> None:
         """Persist a new generation; it never goes down."""
+        ...
+
+    @property
+    def history(self) -> History:
+        """The persisted history boundaries (empty for a database that never had one)."""
+        ...
+
+    def set_history(self, history: History) -> None:
+        """Persist a new history."""
+        ...
+
+    def discarded(self) -> list[dict[str, Any]]:
+        """Every record a load kept of what it discarded (`Loader.commit`), oldest first."""
         ...
 
     def get(self, key: Key, default: Any = None) -> Any:
@@ -112,12 +142,34 @@ class Storage(Protocol):
 
 
 def check_counter(name: str, value: object) -> int:
-    """Return `value` if it is a non-negative int (bool excluded), else raise."""
+    """Return `value` if it is an int in ``[0, MAX_COUNTER]`` (bool excluded), else raise."""
     if type(value) is not int:
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
+    if not 0 <= value <= MAX_COUNTER:
+        raise ValueError(f"{name} must be in [0, {MAX_COUNTER}], got {value}")
     return value
+
+
+def check_history(history: object) -> History:
+    """Return `history` as a tuple of ``(str, int)`` pairs if well-formed, else raise.
+
+    Raises:
+        TypeError: not a sequence of ``(str, int)`` pairs.
+        ValueError: a first txid out of range or going back.
+    """
+    if not isinstance(history, tuple | list):
+        raise TypeError(f"history must be a tuple of (id, first_txid), not {type(history)}")
+    result: list[tuple[str, int]] = []
+    previous = 0
+    for entry in history:
+        if not (isinstance(entry, tuple | list) and len(entry) == 2 and type(entry[0]) is str):
+            raise TypeError(f"history entries are (id, first_txid) pairs, got {entry!r}")
+        first = check_counter("first_txid", entry[1])
+        if first < previous:
+            raise ValueError(f"history first txids must not go back: {first} < {previous}")
+        previous = first
+        result.append((entry[0], first))
+    return tuple(result)
 
 
 class SnapshotBase:

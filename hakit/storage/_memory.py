@@ -6,7 +6,17 @@ from collections.abc import Iterator
 from itertools import chain, islice
 from typing import Any
 
-from ._base import DELETE, PUT, Entry, Key, LoaderBase, SnapshotBase, check_counter
+from ._base import (
+    DELETE,
+    PUT,
+    Entry,
+    History,
+    Key,
+    LoaderBase,
+    SnapshotBase,
+    check_counter,
+    check_history,
+)
 
 # Exact types, not isinstance: the check sits on the hot path, and ops decoded from the wire
 # are always plain str/bytes, so a subclass here is a caller bug worth reporting.
@@ -21,13 +31,17 @@ class MemoryStorage:
     keep them msgpack-serializable since replication encodes them on the wire.
     """
 
-    __slots__ = ("_data", "_generation", "_last_generation", "_loader", "_txid")
+    __slots__ = (
+        "_data", "_discarded", "_generation", "_history", "_last_generation", "_loader", "_txid",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self._data: dict[Key, Any] = {}
         self._txid = 0
         self._last_generation = 0
         self._generation = 0
+        self._history: History = ()
+        self._discarded: list[dict[str, Any]] = []
         self._loader: _MemoryLoader | None = None
 
     def __repr__(self) -> str:
@@ -69,6 +83,27 @@ class MemoryStorage:
             )
         self._require_no_load()
         self._generation = generation
+
+    @property
+    def history(self) -> History:
+        """The history boundaries ``((history_id, first_txid), ...)``."""
+        return self._history
+
+    def set_history(self, history: History) -> None:
+        """Replace the history.
+
+        Raises:
+            TypeError: `history` is not a sequence of ``(str, int)`` pairs.
+            ValueError: a first txid is out of range or goes back.
+            RuntimeError: A load is in progress.
+        """
+        checked = check_history(history)
+        self._require_no_load()
+        self._history = checked
+
+    def discarded(self) -> list[dict[str, Any]]:
+        """Every record a load kept of what it discarded, oldest first (kept across `close`)."""
+        return list(self._discarded)
 
     def get(self, key: Key, default: Any = None) -> Any:
         """Return the value of `key`, or `default`.
@@ -250,13 +285,22 @@ class _MemoryLoader(LoaderBase):
         it = iter(items)
         self._staging.update(zip(it, it, strict=False))
 
-    def commit(self, txid: int, last_generation: int, generation: int) -> None:
+    def commit(
+        self,
+        txid: int,
+        last_generation: int,
+        generation: int,
+        history: History = (),
+        discarded: dict[str, Any] | None = None,
+    ) -> None:
         """Atomically replace the database with the staged data at `txid`.
 
         Args:
             txid: The txid the loaded data reflects.
             last_generation: The generation of that transaction.
             generation: The node's generation from now on; not lower than the current one.
+            history: The loaded data's history (the master's), replacing the node's.
+            discarded: The record of what the load replaces, kept (see `discarded`).
 
         Raises:
             ValueError: A counter is negative, or `generation` is lower than the storage's;
@@ -269,6 +313,7 @@ class _MemoryLoader(LoaderBase):
             check_counter("txid", txid)
             check_counter("last_generation", last_generation)
             check_counter("generation", generation)
+            checked = check_history(history)
             if generation < storage.generation:
                 raise ValueError(
                     f"generation cannot go down: {generation} < current {storage.generation}"
@@ -278,6 +323,9 @@ class _MemoryLoader(LoaderBase):
             self.abort()
             raise
         storage._data = self._staging
+        storage._history = checked
+        if discarded is not None:
+            storage._discarded.append(discarded)
         storage._txid = txid
         storage._last_generation = last_generation
         storage._generation = generation

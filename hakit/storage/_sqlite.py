@@ -2,8 +2,11 @@
 
 Layout: table ``kv`` maps the msgpack encoding of each key to the msgpack encoding of its
 value (encoding the key keeps ``"a"`` and ``b"a"`` distinct, since msgpack tags str and bin
-differently), and the one-row table ``meta`` holds ``txid``, ``last_generation`` and
-``generation``. ``PRAGMA user_version`` records the schema version.
+differently), the one-row table ``meta`` holds ``txid``, ``last_generation``, ``generation``
+and the msgpack-encoded ``history``, and table ``discarded`` keeps, one msgpack record per
+row, the transactions a load discarded when this node's history diverged from its master's
+(read them with `SqliteStorage.discarded` or any SQLite client). ``PRAGMA user_version``
+records the schema version (version 1 files, without history, are upgraded on open).
 
 The file runs in WAL mode so that readers never block the writer: a snapshot is a second
 connection holding a read transaction, and a full load is a third connection holding one
@@ -25,9 +28,19 @@ from typing import Any
 
 import msgpack
 
-from ._base import DELETE, PUT, Entry, Key, LoaderBase, SnapshotBase, check_counter
+from ._base import (
+    DELETE,
+    PUT,
+    Entry,
+    History,
+    Key,
+    LoaderBase,
+    SnapshotBase,
+    check_counter,
+    check_history,
+)
 
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 _KEY_TYPES = frozenset((str, bytes))
 # Pairs fetched per step by `items()`: large enough to amortize the calls into sqlite3,
 # small enough that the first pair comes quickly.
@@ -90,14 +103,19 @@ class SqliteStorage:
         try:
             self._open_schema()
             row = self._conn.execute(
-                "SELECT txid, last_generation, generation FROM meta WHERE id = 0"
+                "SELECT txid, last_generation, generation, history FROM meta WHERE id = 0"
             ).fetchone()
+            history = check_history(_unpack(row[3]))
+        except (TypeError, ValueError, msgpack.UnpackException) as exc:
+            self._conn.close()
+            raise ValueError(f"{self._path}: corrupt history in table meta: {exc}") from exc
         except BaseException:
             self._conn.close()
             raise
         self._txid: int = row[0]
         self._last_generation: int = row[1]
         self._generation: int = row[2]
+        self._history: History = history
         self._pack = msgpack.Packer(use_bin_type=True).pack
         self._loader: _SqliteLoader | None = None
         self._snapshots: weakref.WeakSet[_SqliteSnapshot] = weakref.WeakSet()
@@ -108,6 +126,9 @@ class SqliteStorage:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version == _SCHEMA_VERSION:
             # The file is ours and already in WAL mode (the mode is stored in the file).
+            return
+        if version == 1:
+            self._upgrade_from_1()
             return
         if version != 0:
             raise ValueError(f"{self._path}: unsupported hakit storage schema version {version}")
@@ -132,6 +153,26 @@ class SqliteStorage:
                     " generation INTEGER NOT NULL)"
                 )
                 conn.execute("INSERT INTO meta VALUES (0, 0, 0, 0)")
+                self._add_history_tables()
+                conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            _rollback_quietly(conn)
+            raise
+
+    def _add_history_tables(self) -> None:
+        # x'90' is msgpack's empty array: a database from before history ids has none.
+        self._conn.execute("ALTER TABLE meta ADD COLUMN history BLOB NOT NULL DEFAULT x'90'")
+        self._conn.execute(
+            "CREATE TABLE discarded (id INTEGER PRIMARY KEY AUTOINCREMENT, record BLOB NOT NULL)"
+        )
+
+    def _upgrade_from_1(self) -> None:
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if conn.execute("PRAGMA user_version").fetchone()[0] == 1:
+                self._add_history_tables()
                 conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
@@ -192,6 +233,34 @@ class SqliteStorage:
         conn = self._writable()
         conn.execute("UPDATE meta SET generation = ? WHERE id = 0", (generation,))
         self._generation = generation
+
+    @property
+    def history(self) -> History:
+        """The history boundaries ``((history_id, first_txid), ...)``."""
+        return self._history
+
+    def set_history(self, history: History) -> None:
+        """Persist a new history.
+
+        Raises:
+            TypeError: `history` is not a sequence of ``(str, int)`` pairs.
+            ValueError: A first txid is out of range or goes back, or the storage is closed.
+            RuntimeError: A load is in progress.
+        """
+        checked = check_history(history)
+        conn = self._writable()
+        conn.execute("UPDATE meta SET history = ? WHERE id = 0", (self._pack(checked),))
+        self._history = checked
+
+    def discarded(self) -> list[dict[str, Any]]:
+        """Every record a load kept of what it discarded (table ``discarded``), oldest first.
+
+        Raises:
+            ValueError: The storage is closed.
+        """
+        conn = self._open_conn()
+        rows = conn.execute("SELECT record FROM discarded ORDER BY id").fetchall()
+        return [_unpack(row[0]) for row in rows]
 
     def get(self, key: Key, default: Any = None) -> Any:
         """Return the value of `key`, or `default`.
@@ -467,13 +536,23 @@ class _SqliteLoader(LoaderBase):
         it = iter(packed)
         conn.executemany(_PUT_SQL, zip(it, it, strict=False))
 
-    def commit(self, txid: int, last_generation: int, generation: int) -> None:
+    def commit(
+        self,
+        txid: int,
+        last_generation: int,
+        generation: int,
+        history: History = (),
+        discarded: dict[str, Any] | None = None,
+    ) -> None:
         """Atomically replace the database with the staged data at `txid`.
 
         Args:
             txid: The txid the loaded data reflects.
             last_generation: The generation of that transaction.
             generation: The node's generation from now on; not lower than the current one.
+            history: The loaded data's history (the master's), replacing the node's.
+            discarded: The record of what the load replaces, kept in table ``discarded`` in
+                the same SQLite transaction.
 
         Raises:
             ValueError: A counter is negative, or `generation` is lower than the storage's.
@@ -489,14 +568,22 @@ class _SqliteLoader(LoaderBase):
             check_counter("txid", txid)
             check_counter("last_generation", last_generation)
             check_counter("generation", generation)
+            checked = check_history(history)
             if generation < storage.generation:
                 raise ValueError(
                     f"generation cannot go down: {generation} < current {storage.generation}"
                 )
             conn.execute(
-                "UPDATE meta SET txid = ?, last_generation = ?, generation = ? WHERE id = 0",
-                (txid, last_generation, generation),
+                "UPDATE meta SET txid = ?, last_generation = ?, generation = ?, history = ?"
+                " WHERE id = 0",
+                (txid, last_generation, generation, self._pack(checked)),
             )
+            if discarded is not None:
+                try:
+                    blob = self._pack(discarded)
+                except (TypeError, OverflowError) as exc:
+                    raise ValueError(f"cannot encode the discarded record: {exc}") from exc
+                conn.execute("INSERT INTO discarded (record) VALUES (?)", (blob,))
             conn.execute("COMMIT")
         except BaseException:
             # A failed commit must not leave a load hanging that blocks every later write.
@@ -505,6 +592,7 @@ class _SqliteLoader(LoaderBase):
         storage._txid = txid
         storage._last_generation = last_generation
         storage._generation = generation
+        storage._history = checked
         self._finish(conn)
 
     def abort(self) -> None:

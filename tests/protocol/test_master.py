@@ -21,7 +21,6 @@ from hakit.protocol._master import (
     Acked,
     KillRequested,
     LinkSynced,
-    NewerGeneration,
     PromoteRequested,
     ReplicaLeft,
 )
@@ -75,7 +74,7 @@ def make_hello(**overrides: Any) -> m.Hello:
         (make_hello(node="other"), make_view(), ["'other'", "already attached"]),
         (make_hello(node="m"), make_view(), ["'m'", "master's own name"]),
         (make_hello(), make_view(accepting=False), ["maximum number of replicas"]),
-        (make_hello(generation=3), make_view(), ["generation 3", "stale"]),
+        (make_hello(generation=3), make_view(), ["generation 3", "does not continue", "refused"]),
     ],
     ids=["version", "cluster", "duplicate-name", "master-name", "max-replicas", "newer-generation"],
 )
@@ -96,7 +95,7 @@ def test_newer_generation_is_refused_even_when_everything_else_matches() -> None
 
 def test_older_generation_is_welcomed() -> None:
     reply, sync = decide_handshake(make_hello(generation=1, txid=5, last_generation=1), make_view())
-    assert reply == m.Welcome(2, "m", 10, int(SyncKind.INCREMENTAL), 1.5)
+    assert reply == m.Welcome(2, "m", 10, int(SyncKind.INCREMENTAL), 1.5, [], 5)
     assert sync is SyncKind.INCREMENTAL
 
 
@@ -292,10 +291,14 @@ def test_unexpected_messages_end_the_link(msg: m.Message) -> None:
     assert link.state is LinkState.CLOSED
 
 
-def test_newer_generation() -> None:
+@pytest.mark.parametrize("msg", [m.Ack(3, 10), m.Bye(7, 3, ""), m.PromoteRequest(2**63 - 1)])
+def test_a_newer_generation_on_a_link_only_ends_that_link(msg: m.Message) -> None:
+    # One frame with a bigger number must not depose a master: it is a protocol error of
+    # this replica, and only its link closes.
     link = streaming_link()
-    assert link.receive(m.Ack(3, 10), 101.0) == NewerGeneration(3)
-    assert link.receive(m.Bye(7, 3, ""), 101.0) == NewerGeneration(7)
+    event = link.receive(msg, 101.0)
+    assert_left(event, StopReason.CONNECTION_ABORTED, f"generation {msg.generation}")
+    assert link.state is LinkState.CLOSED
 
 
 def test_next_deadline() -> None:

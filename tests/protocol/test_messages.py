@@ -148,7 +148,7 @@ def test_encode_txns_without_entries() -> None:
 
 # -- malformed values ------------------------------------------------------------------------
 
-HELLO = [int(Kind.HELLO), 0, m.PROTOCOL_VERSION, "c", "r", 0, 0, 0, None]
+HELLO = [int(Kind.HELLO), 0, m.PROTOCOL_VERSION, "c", "r", 0, 0, 0, None, []]
 
 
 def with_field(index: int, value: Any) -> list[Any]:
@@ -180,7 +180,7 @@ def with_field(index: int, value: Any) -> list[Any]:
         ([int(Kind.ACK), 0], r"Ack: expected 2 fields, got 1"),
         ([int(Kind.ACK), 0, 1, 2], r"Ack: expected 2 fields, got 3"),
         ([int(Kind.PROMOTE_REQUEST), 0, "extra"], r"PromoteRequest: expected 1 fields, got 2"),
-        (HELLO[:-1], r"Hello: expected 8 fields, got 7"),
+        (HELLO[:-1], r"Hello: expected 9 fields, got 8"),
         (with_field(2, "1"), r"Hello\.version: unexpected value '1'"),
         (with_field(2, 1.0), r"Hello\.version: unexpected value 1\.0"),
         (with_field(3, b"c"), r"Hello\.cluster: unexpected value b'c'"),
@@ -188,8 +188,16 @@ def with_field(index: int, value: Any) -> list[Any]:
         (with_field(5, True), r"Hello\.txid: unexpected value True"),
         (with_field(7, False), r"Hello\.flags: unexpected value False"),
         (with_field(8, 5), r"Hello\.address: unexpected value 5"),
-        ([int(Kind.WELCOME), 0, "m", 1, 0, "2"], r"Welcome\.keepalive_interval"),
-        ([int(Kind.WELCOME), 0, "m", 1, 0, True], r"Welcome\.keepalive_interval"),
+        ([int(Kind.WELCOME), 0, "m", 1, 0, "2", [], 0], r"Welcome\.keepalive_interval"),
+        ([int(Kind.WELCOME), 0, "m", 1, 0, True, [], 0], r"Welcome\.keepalive_interval"),
+        ([int(Kind.WELCOME), 0, "m", 1, 0, 1.0, {}, 0], r"Welcome\.history"),
+        ([int(Kind.WELCOME), 0, "m", 1, 0, 1.0, [], -1], r"Welcome\.common"),
+        # Counters beyond what a storage can hold are refused where frames enter.
+        ([int(Kind.ACK), 2**63, 5], r"Ack: bad generation 9223372036854775808"),
+        ([int(Kind.ACK), 2**64 - 1, 5], r"Ack: bad generation"),
+        ([int(Kind.ACK), 1, 2**64 - 1], r"Ack\.txid: unexpected value"),
+        (with_field(1, 2**64 - 1), r"Hello: bad generation"),
+        (with_field(6, 2**63), r"Hello\.last_generation: unexpected value"),
         ([int(Kind.SNAPSHOT_CHUNK), 0, {"a": 1}], r"SnapshotChunk\.items"),
         ([int(Kind.REJECT), 0, 2, None], r"Reject\.detail"),
         ([int(Kind.KILL_MASTER), 1, "r", b"addr"], r"KillMaster\.address"),

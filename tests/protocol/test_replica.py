@@ -46,8 +46,11 @@ def make_replica(**overrides: Any) -> ReplicaMachine:
     return ReplicaMachine(**fields)
 
 
-def welcome(txid: int, sync: SyncKind, generation: int = 2) -> m.Welcome:
-    return m.Welcome(generation, "m", txid, int(sync), 1.0)
+def welcome(
+    txid: int, sync: SyncKind, generation: int = 2, common: int = 5, history: Any = ()
+) -> m.Welcome:
+    """The master's answer; by default it shares all 5 txids of `make_replica`'s replica."""
+    return m.Welcome(generation, "m", txid, int(sync), 1.0, [list(e) for e in history], common)
 
 
 def entries(first: int, last: int, generation: int = 2) -> list[m.Entry]:
@@ -56,7 +59,7 @@ def entries(first: int, last: int, generation: int = 2) -> list[m.Entry]:
 
 def streaming(**overrides: Any) -> ReplicaMachine:
     replica = make_replica(**overrides)
-    replica.receive(welcome(replica.txid, SyncKind.EQUAL), 0.0)
+    replica.receive(welcome(replica.txid, SyncKind.EQUAL, common=replica.txid), 0.0)
     assert replica.state is (
         ReplicaState.PROMOTING if replica.force_master else ReplicaState.STREAMING
     )

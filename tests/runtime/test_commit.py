@@ -161,3 +161,57 @@ async def test_commit_waiting_for_acks_reports_the_detach_when_the_master_closes
         assert results[0].acked == ()
         assert results[0].detached == ("r1",)
         assert trio.current_time() < 5  # not left waiting for synch_timeout
+
+
+# -- quorum: a commit confirmed by fewer replicas than the quorum is not a success ----------
+
+
+async def test_a_commit_acknowledged_by_fewer_than_the_quorum_fails(
+    nodes: Nodes, clock: MockClock, nursery: trio.Nursery
+) -> None:
+    # The repro: ALL + quorum=2, every replica cut off: it used to return success
+    # with acked=() and leave commit_failures at 0.
+    master = await nodes.add("m")
+    master.set_master_params(
+        MasterParams(ack_policy=hakit.AckPolicy.ALL, quorum=2, synch_timeout=0.5)
+    )
+    await silent_replica(nodes, nursery, master, "mute1")
+    await silent_replica(nodes, nursery, master, "mute2")
+    with pytest.raises(hakit.CommitFailedError, match="below the quorum of 2") as caught:
+        await commit(master, x=1)
+    assert caught.value.txid == 1
+    assert "mute1, mute2 detached" in str(caught.value)
+    stats = master.statistics()
+    assert stats.commits == 1 and stats.commit_failures == 1
+    (failed,) = master.events.of_type(hakit.CommitFailed)
+    assert isinstance(failed, hakit.CommitFailed) and failed.txid == 1
+    # Nothing is attached any more: the next commit is refused before it writes anything.
+    with pytest.raises(hakit.NoQuorumError):
+        await commit(master, y=1)
+    assert master.statistics().commit_failures == 2
+    assert master.get("y") is None
+
+
+async def test_the_quorum_is_a_floor_on_acknowledgements_whatever_the_policy(
+    nodes: Nodes, clock: MockClock, nursery: trio.Nursery
+) -> None:
+    master = await nodes.add("m")
+    master.set_master_params(MasterParams(ack_policy=hakit.AckPolicy.ONE, quorum=2))
+    assert master.address is not None
+    for name in ("r1", "r2"):
+        run_attach(nursery, await nodes.add(name), master.address)
+        await master.attach_replica(timeout=5)
+    result = await commit(master, x=1)
+    assert sorted(result.acked) == ["r1", "r2"]  # ONE alone would have returned after one
+
+
+async def test_a_replica_detached_by_synch_timeout_counts_as_a_commit_failure(
+    nodes: Nodes, clock: MockClock, nursery: trio.Nursery
+) -> None:
+    # commit_failures counts "commits that failed or detached a replica for falling behind".
+    master = await nodes.add("m")
+    master.set_master_params(MasterParams(synch_timeout=0.5))
+    await silent_replica(nodes, nursery, master)
+    result = await commit(master, x=1)
+    assert (result.acked, result.detached) == ((), ("mute",))
+    assert master.statistics().commit_failures == 1

@@ -564,3 +564,77 @@ def test_abandoning_chunks_after_close_is_quiet(storage: Storage) -> None:
     snap.close()
     del chunks
     gc.collect()
+
+
+# -- history and discarded records ---------------------------------------------------------
+
+
+HISTORY = (("aa11", 1), ("bb22", 7))
+
+
+def test_history_starts_empty_and_is_replaced(storage: Storage) -> None:
+    assert storage.history == ()
+    storage.set_history(HISTORY)
+    assert storage.history == HISTORY
+    storage.set_history([["cc33", 3]])  # type: ignore[list-item]  # lists are accepted too
+    assert storage.history == (("cc33", 3),)
+
+
+@pytest.mark.parametrize(
+    ("history", "error"),
+    [
+        ((("a", 5), ("b", 3)), ValueError),  # first txids go back
+        ((("a", -1),), ValueError),
+        ((("a", 2**63),), ValueError),  # beyond what SQLite can store
+        ((("a", "1"),), TypeError),
+        (((1, 1),), TypeError),
+        ((("a",),), TypeError),
+        ("a1", TypeError),
+    ],
+)
+def test_bad_history_is_refused_and_changes_nothing(
+    storage: Storage, history: Any, error: type[Exception]
+) -> None:
+    storage.set_history(HISTORY)
+    with pytest.raises(error):
+        storage.set_history(history)
+    assert storage.history == HISTORY
+
+
+def test_counters_beyond_the_storable_range_are_refused(storage: Storage) -> None:
+    # 2**63 would overflow SQLite's integers: every backend refuses it alike, cleanly.
+    with pytest.raises(ValueError, match="must be in"):
+        storage.set_generation(2**63)
+    with pytest.raises(ValueError, match="must be in"):
+        storage.set_generation(2**64 - 1)
+    storage.set_generation(2**63 - 1)
+    assert storage.generation == 2**63 - 1
+
+
+def test_a_load_replaces_the_history_and_keeps_its_discarded_record(storage: Storage) -> None:
+    storage.apply([[1, 1, [put("x", "mine")]]])
+    storage.set_history((("mine", 1),))
+    record = {"master": "m", "first_txid": 1, "last_txid": 1, "replaced": [["x", "mine"]]}
+    loader = storage.begin_load()
+    loader.add(["x", "theirs"])
+    loader.commit(4, 2, 2, HISTORY, record)
+    assert storage.history == HISTORY
+    assert storage.discarded() == [record]
+    assert contents(storage) == {"x": "theirs"}
+
+
+def test_an_aborted_load_keeps_history_and_no_record(storage: Storage) -> None:
+    storage.set_history(HISTORY)
+    loader = storage.begin_load()
+    loader.abort()
+    with pytest.raises(ValueError, match="must not go back"):
+        storage.begin_load().commit(1, 0, 0, (("b", 3), ("a", 1)), {"x": 1})
+    assert storage.history == HISTORY
+    assert storage.discarded() == []
+
+
+def test_history_can_not_change_during_a_load(storage: Storage) -> None:
+    loader = storage.begin_load()
+    with pytest.raises(RuntimeError):
+        storage.set_history(HISTORY)
+    loader.abort()

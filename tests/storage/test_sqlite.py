@@ -217,3 +217,35 @@ def test_a_snapshot_stays_consistent_across_many_commits(path: Path) -> None:
         assert dict(zip(flat[::2], flat[1::2], strict=True)) == {f"k{i:05}": i for i in range(5000)}
         assert len(db) == 5000
         assert db.txid == 51
+
+
+def test_history_and_discarded_records_survive_a_restart(path: Path) -> None:
+    with SqliteStorage(path) as db:
+        db.set_history((("aa", 1), ("bb", 4)))
+        loader = db.begin_load()
+        loader.add(["k", b"v"])
+        loader.commit(9, 2, 3, (("cc", 1),), {"replaced": [["k", "old"]], "last_txid": 9})
+    with SqliteStorage(path) as db:
+        assert db.history == (("cc", 1),)
+        assert db.discarded() == [{"replaced": [["k", "old"]], "last_txid": 9}]
+        assert (db.txid, db.generation, db.get("k")) == (9, 3, b"v")
+
+
+def test_a_version_1_file_is_upgraded_in_place(path: Path) -> None:
+    # The schema before history ids: same kv and meta tables, no history, no discarded.
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("CREATE TABLE kv (k BLOB PRIMARY KEY NOT NULL, v BLOB NOT NULL) WITHOUT ROWID")
+    conn.execute(
+        "CREATE TABLE meta (id INTEGER PRIMARY KEY CHECK (id = 0), txid INTEGER NOT NULL,"
+        " last_generation INTEGER NOT NULL, generation INTEGER NOT NULL)"
+    )
+    conn.execute("INSERT INTO meta VALUES (0, 5, 1, 2)")
+    conn.execute("PRAGMA user_version = 1")
+    conn.close()
+    with SqliteStorage(path) as db:
+        assert (db.txid, db.last_generation, db.generation, db.history) == (5, 1, 2, ())
+        assert db.discarded() == []
+        db.set_history((("aa", 6),))
+    with SqliteStorage(path) as db:
+        assert db.history == (("aa", 6),)
