@@ -1,4 +1,4 @@
-"""The command line: ``python -m hakit demo`` and ``python -m hakit node``."""
+"""The command line: ``python -m hakit demo``, ``node`` and ``replay``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import TextIO
 import trio
 
 from ._demo import demo
+from ._replay import replay_main
 from ._runtime._channels import ChannelMessage
 from ._runtime._node import open_node
 from ._runtime._params import MasterParams, ReplicaParams
@@ -63,6 +64,11 @@ def _parser() -> argparse.ArgumentParser:
     node.add_argument(
         "--echo", action="store_true", help="answer message channel requests with their parts"
     )
+    replay = commands.add_parser("replay", help="review a saved event log (cluster.events.save)")
+    replay.add_argument("path", help="the saved log (JSON lines)")
+    replay.add_argument("--all", action="store_true", help="every record, keep-alives too")
+    replay.add_argument("--svg", help="also draw the message timeline to this SVG file")
+    replay.add_argument("--html", help="also write the interactive timeline to this HTML file")
     return parser
 
 
@@ -70,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m hakit``."""
     args = _parser().parse_args(argv)
     runner: Callable[[], Awaitable[int | None]]
+    if args.command == "replay":  # no trio run needed: it reads a file
+        return replay_main(args.path, show_all=args.all, svg=args.svg, html=args.html)
     if args.command == "demo":
         runner = demo
     else:

@@ -294,7 +294,7 @@ class NetworkChanged(Event):
     detail: str
 
     def describe(self) -> str:
-        return f"network: {self.action}" + (f" {self.detail}" if self.detail else "")
+        return self.action + (f" {self.detail}" if self.detail else "")
 
 
 @dataclass(frozen=True, slots=True)

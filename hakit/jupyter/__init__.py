@@ -15,6 +15,7 @@ The same code runs in a plain script inside ``asyncio.run(...)``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -35,6 +36,7 @@ __all__ = [
     "NotebookError",
     "close",
     "open_cluster",
+    "replay",
     "run",
     "start_soon",
 ]
@@ -62,6 +64,23 @@ async def run(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
     except asyncio.CancelledError:
         handle.cancel()
         raise
+
+
+def replay(path: str | os.PathLike[str], **kwargs: Any) -> Any:
+    """Review a saved run: the `hakit.widgets.Timeline` of the log at `path`.
+
+    ``cluster.events.save(path)`` (or a live cluster's ``cluster.cluster.events``) writes
+    such a log; the timeline has a scrubber showing every node's role and txid at any point,
+    and exports to SVG and HTML (``.save_svg(path)``, ``.save_html(path)``). Keyword
+    arguments go to `hakit.widgets.Timeline` (``hidden=``, ``window=``...).
+
+    Raises:
+        OSError: the file cannot be read.
+        ValueError: it is not a hakit event log.
+    """
+    from ..widgets import Timeline  # the widgets extra is needed only to look
+
+    return Timeline.from_file(path, **kwargs)
 
 
 def close() -> None:

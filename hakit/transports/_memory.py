@@ -1007,7 +1007,11 @@ class SimulatedNetwork:
             pipe.eof = True
             pipe.reverse.broken = True
         if tracer is not None:
-            self._trace_all(pipe, "delivered", when, marks, item, sent, None, 0, "")
+            if pipe.reader_closed and not isinstance(item, bytes):
+                why = "the receiving end was closed"  # a marker reaching a closed or dead end
+                self._trace_all(pipe, "dropped", when, marks, item, sent, None, 0, why)
+            else:
+                self._trace_all(pipe, "delivered", when, marks, item, sent, None, 0, "")
 
     def _drop_buffer(self, pipe: _Pipe) -> None:
         # Bytes that reached the reader's buffer but will never be read.

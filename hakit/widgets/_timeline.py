@@ -1,0 +1,164 @@
+"""`Timeline`: the message-sequence diagram of a cluster's event log, as an anywidget.
+
+Live (following a cluster's log as it grows, scrollable back) or standalone (a saved log,
+`Timeline.from_file`). The drawing is done by ``static/timeline.js`` from the data of
+`timeline_data`; this class keeps that data current and offers the same view as static SVG
+and HTML files for slides.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+import anywidget
+import traitlets
+
+import hakit
+
+from ._timeline_data import (
+    DEFAULT_HIDDEN,
+    DEFAULT_WINDOW,
+    STATIC,
+    timeline_data,
+    timeline_html,
+    timeline_svg,
+)
+
+#: How many of a live log's newest events a live timeline keeps to draw from.
+LIVE_EVENTS = 20_000
+
+
+class Timeline(anywidget.AnyWidget):
+    """The message timeline: nodes as lanes, messages as arrows, faults and roles marked.
+
+    Args:
+        events: the events to draw (an `hakit.EventLog`, or any iterable of events).
+        live: follow `events` (a live cluster's log) on each `refresh`.
+        hidden: message kinds left out (default: keep-alives and the acks answering them).
+        window: draw at most this many messages, the newest.
+        title: the title of exported files.
+
+    Attributes:
+        data: what the front end draws (see `timeline_data`).
+        follow: keep the newest messages in view (live), unless the user scrolled back.
+        scrub: the row the time scrubber is on (-1: the latest).
+        selected: the id of the message clicked last ("" if none).
+        height: the drawing's height in px (it scrolls beyond).
+    """
+
+    _esm = STATIC / "timeline.js"
+    _css = STATIC / "timeline.css"
+    data = traitlets.Dict().tag(sync=True)
+    follow = traitlets.Bool(False).tag(sync=True)
+    scrub = traitlets.Int(-1).tag(sync=True)
+    selected = traitlets.Unicode("").tag(sync=True)
+    height = traitlets.Int(480).tag(sync=True)
+
+    def __init__(
+        self,
+        events: Iterable[hakit.Event] = (),
+        *,
+        live: bool = False,
+        hidden: Iterable[str] = DEFAULT_HIDDEN,
+        window: int | None = DEFAULT_WINDOW,
+        title: str = "hakit timeline",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(follow=live, **kwargs)
+        self.hidden = tuple(hidden)
+        self.window = window
+        self.title = title
+        self._source = events if live and isinstance(events, hakit.EventLog) else None
+        self._events: deque[hakit.Event] = deque(maxlen=LIVE_EVENTS if live else None)
+        self._cursor = 0
+        if self._source is None:
+            self._events.extend(events)
+        self._dropped = events.dropped if isinstance(events, hakit.EventLog) else 0
+        self.refresh(force=True)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], **kwargs: Any) -> Timeline:
+        """The timeline of a log saved with `hakit.EventLog.save` (``cluster.events.save``).
+
+        Raises:
+            OSError: the file cannot be read.
+            ValueError: it is not a hakit event log.
+        """
+        kwargs.setdefault("title", f"hakit timeline: {os.fspath(path)}")
+        return cls(hakit.EventLog.load(path), **kwargs)
+
+    def refresh(self, *, force: bool = False) -> bool:
+        """Read what a live log has added and redraw; return whether anything changed."""
+        if self._source is not None:
+            new, self._cursor = self._source.read(self._cursor)
+            self._events.extend(new)
+            self._dropped = self._source.dropped
+            if not new and not force:
+                return False
+        elif not force:
+            return False
+        self.data = timeline_data(
+            self._events, hidden=self.hidden, window=self.window, dropped=self._dropped
+        )
+        return True
+
+    def show_kinds(self, *, hidden: Iterable[str]) -> None:
+        """Change which message kinds are left out, and redraw."""
+        self.hidden = tuple(hidden)
+        self.refresh(force=True)
+
+    def state_at(self, row: int = -1) -> dict[str, dict[str, Any]]:
+        """Every node's role, generation and txid at `row` (-1: the latest), as scrubbed."""
+        rows = self.data.get("rows", [])
+        last = max(len(rows) - 1, 0)
+        at = last if row < 0 or row > last else row
+        out = {
+            lane: {"role": "standalone", "generation": 0, "txid": 0}
+            for lane in self.data.get("lanes", [])
+        }
+        for change in self.data.get("states", []):
+            if change["row"] <= at:
+                for key in ("role", "generation", "txid"):
+                    if key in change:
+                        out[change["lane"]][key] = change[key]
+        out.pop("?", None)
+        return out
+
+    def scrub_to(self, time: float) -> int:
+        """Put the scrubber on the last row at or before `time` (seconds since the start)."""
+        rows = self.data.get("rows", [])
+        row = max((i for i, t in enumerate(rows) if t <= time), default=0)
+        self.scrub = row
+        return row
+
+    def message(self, message_id: str) -> dict[str, Any]:
+        """The drawn message of that id (what hovering its arrow shows).
+
+        Raises:
+            KeyError: no such message is drawn.
+        """
+        for m in self.data.get("messages", []):
+            if m["id"] == message_id:
+                return dict(m)
+        raise KeyError(message_id)
+
+    def to_svg(self) -> str:
+        """The diagram as a standalone SVG document (tooltips hold the fields)."""
+        return timeline_svg(self.data, title=self.title)
+
+    def to_html(self) -> str:
+        """A standalone HTML page with the interactive diagram (no network needed)."""
+        return timeline_html(self.data, title=self.title)
+
+    def save_svg(self, path: str | os.PathLike[str]) -> None:
+        """Write `to_svg` to `path` (for slides)."""
+        with open(path, "w", encoding="utf-8") as file:
+            file.write(self.to_svg())
+
+    def save_html(self, path: str | os.PathLike[str]) -> None:
+        """Write `to_html` to `path`."""
+        with open(path, "w", encoding="utf-8") as file:
+            file.write(self.to_html())

@@ -1,0 +1,181 @@
+"""The message timeline: its data, the widget's state, exports, `hakit replay`, hj.replay.
+
+Widget state is tested without a browser (ipywidgets' DummyComm): traits, `set_state` as a
+front-end click or scrub would send it, and the exported SVG/HTML.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+import hakit
+from hakit import MasterParams
+from hakit._cli import main as cli_main
+from hakit.widgets import Timeline
+from hakit.widgets._timeline_data import timeline_data
+
+from ..runtime.conftest import commit, run_attach
+from ..runtime.test_event_log import every_fault
+
+
+def scripted(script, seed: int = 4) -> hakit.EventLog:  # type: ignore[no-untyped-def]
+    async def main() -> hakit.EventLog:
+        async with trio.open_nursery() as nursery:
+            async with hakit.open_cluster(seed=seed, latency=(0.004, 0.002)) as cluster:
+                await script(cluster, nursery)
+                await trio.sleep(1.5)  # a keep-alive or so
+            nursery.cancel_scope.cancel()
+        return cluster.events
+
+    return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+async def handshake(cluster: hakit.Cluster, nursery: trio.Nursery) -> None:
+    master = await cluster.add_node("m")
+    master.set_master_params(MasterParams())
+    replica = await cluster.add_node("r")
+    run_attach(nursery, replica, "mem:m")
+    await master.attach_replica(timeout=5)
+    await commit(master, greeting="hello")
+
+
+@pytest.fixture(scope="module")
+def handshake_log() -> hakit.EventLog:
+    return scripted(handshake)
+
+
+@pytest.fixture(scope="module")
+def fault_log() -> hakit.EventLog:
+    return scripted(every_fault, seed=7)
+
+
+def test_a_handshake_draws_as_arrows_between_lanes(handshake_log: hakit.EventLog) -> None:
+    data = timeline_data(handshake_log)
+    assert data["lanes"] == ["m", "r"]
+    kinds = [(m["kind"], m["from"], m["to"]) for m in data["messages"]]
+    assert kinds[:4] == [("CONNECT", "r", "m"), ("HELLO", "r", "m"), ("WELCOME", "m", "r"),
+                         ("ACK", "r", "m")]  # fmt: skip
+    assert ("TXNS", "m", "r") in kinds
+    hello = data["messages"][1]
+    assert hello["outcome"] == "delivered" and hello["end"] > hello["sent"]
+    assert hello["fields"]["node"] == "r" and hello["t_end"] > hello["t_sent"] >= 0
+    assert data["rows"] == sorted(data["rows"]) and data["rows"][0] == 0.0
+    assert all(m["kind"] != "KEEPALIVE" for m in data["messages"])
+    roles = [(mark["lane"], mark["label"]) for mark in data["marks"] if mark["type"] == "role"]
+    assert ("m", "master (gen 1)") in roles and ("r", "replica (gen 1)") in roles
+
+
+def test_faults_are_marked(fault_log: hakit.EventLog) -> None:
+    data = timeline_data(fault_log)
+    outcomes = {m["outcome"] for m in data["messages"]}
+    assert {"delivered", "dropped"} <= outcomes
+    assert any(m["held"] is not None for m in data["messages"])
+    assert any(m["retransmits"] for m in data["messages"])
+    types = {mark["type"] for mark in data["marks"]}
+    assert {"role", "crash", "restart", "stop", "synced"} <= types
+    labels = " ".join(band["label"] for band in data["bands"])
+    for word in ("partition", "heal", "hold", "release", "latency", "loss"):
+        assert word in labels
+    # The window keeps the newest messages and says how many it left out.
+    small = timeline_data(fault_log, window=10)
+    assert len(small["messages"]) == 10 and small["cut"] == len(data["messages"]) - 10
+    assert small["messages"][-1]["id"] == data["messages"][-1]["id"]
+    everything = timeline_data(fault_log, hidden=())
+    assert any(m["kind"] == "KEEPALIVE" for m in everything["messages"])
+
+
+def test_the_widget_scrubs_selects_and_follows(handshake_log: hakit.EventLog) -> None:
+    timeline = Timeline(handshake_log)
+    state = timeline.get_state()
+    assert state["data"]["lanes"] == ["m", "r"] and state["scrub"] == -1
+    # At the replica's ack of the first transaction: both hold txid 1.
+    ack = [m for m in timeline.data["messages"] if m["kind"] == "ACK"][-1]
+    during = timeline.state_at(ack["sent"])
+    assert during["m"] == {"role": "master", "generation": 1, "txid": 1}
+    assert during["r"] == {"role": "replica", "generation": 1, "txid": 1}
+    # At the end the cluster was closed: the replica stopped.
+    assert timeline.state_at()["r"]["role"] == "standalone"
+    # Scrub to just after the master's role change: the replica is not attached yet.
+    row = timeline.scrub_to(0.0)
+    assert timeline.scrub == row == 0
+    early = timeline.state_at(row)
+    assert early["m"]["role"] == "master" and early["r"]["role"] == "standalone"
+    # The front end sends a click as a change of `selected`.
+    hello = next(m for m in timeline.data["messages"] if m["kind"] == "HELLO")
+    timeline.set_state({"selected": hello["id"]})
+    assert timeline.selected == hello["id"]
+    assert timeline.message(hello["id"])["fields"]["cluster"] == "hakit"
+    with pytest.raises(KeyError):
+        timeline.message("nope")
+    timeline.set_state({"scrub": 3})
+    assert timeline.scrub == 3
+    timeline.show_kinds(hidden=())
+    assert any(m["kind"] == "KEEPALIVE" for m in timeline.data["messages"])
+
+
+async def test_a_live_timeline_follows_the_cluster(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with hakit.open_cluster(seed=2, latency=(0.004, 0.002)) as cluster:
+        await handshake(cluster, nursery)
+        timeline = Timeline(cluster.events, live=True)
+        assert timeline.follow
+        before = len(timeline.data["messages"])
+        assert not timeline.refresh()  # nothing new
+        await commit(cluster["m"], more=1)
+        await trio.sleep(0.1)
+        assert timeline.refresh()
+        assert len(timeline.data["messages"]) > before
+        ack = [m for m in timeline.data["messages"] if m["kind"] == "ACK"][-1]
+        assert timeline.state_at(ack["sent"])["r"]["txid"] == 2
+
+
+def test_exports_are_standalone(handshake_log: hakit.EventLog, tmp_path: Path) -> None:
+    timeline = Timeline(handshake_log, title="a handshake")
+    svg = timeline.to_svg()
+    assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>")
+    assert "a handshake" in svg and ">HELLO<" in svg and "<title>" in svg
+    timeline.save_svg(tmp_path / "t.svg")
+    timeline.save_html(tmp_path / "t.html")
+    page = (tmp_path / "t.html").read_text()
+    assert "function render" in page and '"HELLO"' in page
+    assert not re.search(r"(src|href)=\"https?:", page) and "esm.sh" not in page
+
+
+def test_hakit_replay_prints_and_exports(
+    fault_log: hakit.EventLog, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "run.jsonl"
+    fault_log.save(path)
+    svg = tmp_path / "run.svg"
+    assert cli_main(["replay", str(path), "--svg", str(svg)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{path}: ") and "seed 7" in out
+    assert "crashed (was replica" in out and "HELLO r1 -> m delivered" in out
+    assert "KEEPALIVE" not in out and f"wrote {svg}" in out
+    assert svg.read_text().startswith("<svg")
+    assert cli_main(["replay", str(path), "--all"]) == 0
+    assert "KEEPALIVE" in capsys.readouterr().out
+    (tmp_path / "bad").write_text("hello\n")
+    assert cli_main(["replay", str(tmp_path / "bad")]) == 2
+    assert "not a hakit event log" in capsys.readouterr().err
+
+
+def test_hj_replay_opens_the_standalone_timeline(
+    handshake_log: hakit.EventLog, tmp_path: Path
+) -> None:
+    import hakit.jupyter as hj
+
+    path = tmp_path / "run.jsonl"
+    handshake_log.save(path)
+    timeline = hj.replay(path)
+    assert isinstance(timeline, Timeline) and not timeline.follow
+    assert timeline.data == Timeline(hakit.EventLog.load(path)).data
+    (tmp_path / "x").write_text("x")
+    with pytest.raises(ValueError, match="not a hakit event log"):
+        hj.replay(tmp_path / "x")
