@@ -11,7 +11,7 @@ SHELL := bash
 .DELETE_ON_ERROR:
 .DEFAULT_GOAL := test
 
-.PHONY: venv demo test lint bench clean distclean
+.PHONY: venv demo test lint bench torture clean distclean
 
 venv: $(STAMP)
 
@@ -34,6 +34,15 @@ lint: venv
 
 bench: venv
 	$(BIN)/python -m bench
+
+# Seeded fault schedules on an in-process cluster (see torture/__init__.py), niced and bounded:
+#   make torture SEED=0 SCHEDULES=10000 MINUTES=9 TORTURE_ARGS=--record
+SEED ?= 0
+SCHEDULES ?= 1000
+MINUTES ?= 9
+torture: venv
+	nice -n 10 $(BIN)/python -m torture --seed $(SEED) --schedules $(SCHEDULES) \
+		--minutes $(MINUTES) $(TORTURE_ARGS)
 
 # Build artefacts and caches; the venv stays (see distclean).
 clean:

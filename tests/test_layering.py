@@ -416,3 +416,18 @@ def test_import_hakit_jupyter_does_not_import_ipywidgets() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "", f"import hakit.jupyter loaded: {result.stdout}"
+
+
+def test_torture_runner_uses_only_public_names() -> None:
+    # The fault runner (torture/) drives hakit as a user would, so that what it finds is
+    # reachable through the public API.
+    public = public_hakit_names()
+    bad = []
+    for path in sorted((ROOT / "torture").rglob("*.py")):
+        module, is_package = module_name(path)
+        source = path.read_text(encoding="utf-8")
+        bad += [
+            f"{path.relative_to(ROOT)}: {v}"
+            for v in widget_violations(source, module, is_package, public)
+        ]
+    assert not bad, "torture/ must use only public hakit names:\n" + "\n".join(bad)

@@ -1,0 +1,157 @@
+"""The torture runner: a fixed seed sweep (CI), and proof that its checker catches what it
+claims to catch (each property broken on purpose), that runs are reproducible across
+processes, and that a failing seed shrinks to a short script that replays it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import hakit
+import torture
+from hakit._runtime import _replica_side
+from torture import Config, generate, run, script, shrink
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+#: The CI sweep: these seeds run on every `make test` (one in 20 on SqliteStorage).
+SWEEP = range(0, 300)
+
+
+def core(seed: int) -> tuple[Config, list[torture.Step]]:
+    """A generated schedule without force master and operator re-promotion."""
+    config, steps = generate(seed, sqlite_every=20)
+    return config, [s for s in steps if s[0] not in ("force", "promote", "stop_master")]
+
+
+def test_fixed_seed_sweep_without_promotions() -> None:
+    failing = []
+    for seed in SWEEP:
+        outcome = run(*core(seed))
+        if not outcome.ok:
+            failing.append(f"seed {seed}: " + "; ".join(map(str, outcome.violations)))
+    assert not failing, "\n".join(failing)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="safety findings in /work/coord/findings.md (force master under latency crashes the "
+    "old master; a deposed master re-promoted reuses a generation): remove this mark once fixed",
+)
+def test_fixed_seed_sweep_with_promotions() -> None:
+    for seed in SWEEP:
+        outcome = run(*generate(seed, sqlite_every=20))
+        assert outcome.ok, f"seed {seed}: " + "; ".join(map(str, outcome.violations))
+
+
+def test_the_sweep_exercises_every_fault() -> None:
+    # Guard against a sweep that passes because nothing happens.
+    totals: dict[str, int] = {}
+    ops: set[str] = set()
+    for seed in range(40):
+        config, steps = generate(seed)
+        ops.update(step[0] for step in steps)
+        for key, value in run(config, steps).counts.items():
+            totals[key] = totals.get(key, 0) + value
+    assert ops == set(torture._schedule.OPS)
+    assert totals["acknowledged"] > 100
+    assert totals["promotions"] > 5
+    assert totals["refused"] > 10
+
+
+def test_a_run_is_reproducible_in_another_process() -> None:
+    config, steps = generate(11)
+    here = run(config, steps)
+    code = script(here)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == (0 if here.ok else 1), done.stderr
+    if here.ok:
+        assert str(here.counts) in done.stdout
+    else:
+        assert str(here.violations[0]) in done.stdout
+
+
+def dropping_apply(monkeypatch: pytest.MonkeyPatch, victim: str) -> None:
+    """Make replica `victim` advance its txid but drop the data of what it applies."""
+    original = _replica_side.ReplicaRun._apply
+
+    def apply(self: Any, entries: list[Any]) -> str | None:
+        if self.node.name == victim:
+            entries = [[txid, generation, []] for txid, generation, _ops in entries]
+        return original(self, entries)
+
+    monkeypatch.setattr(_replica_side.ReplicaRun, "_apply", apply)
+
+
+STEPS = [("write", "*", 1, 0.1), ("write", "*", 1, 0.1), ("force", "b", 0.5)]
+
+
+def test_checker_reports_lost_acknowledged_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    dropping_apply(monkeypatch, "b")
+    outcome = run(Config(seed=1), STEPS)
+    assert {"lost", "diverged"} <= outcome.kinds, outcome.violations
+    lost = [v for v in outcome.violations if v.kind == "lost"]
+    assert "k0" in lost[0].detail and "final master b" in lost[0].detail
+
+
+def test_checker_reports_two_writers_in_one_generation(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Promotion that forgets to raise the generation: the old and the new master share one.
+    original = hakit.storage.MemoryStorage.set_generation
+
+    def set_generation(self: Any, generation: int) -> None:
+        original(self, min(generation, max(self.generation, 1)))
+
+    monkeypatch.setattr(hakit.storage.MemoryStorage, "set_generation", set_generation)
+    steps = [("write", "*", 1, 0.1), ("force", "b", 0.5), ("write", "a", 1, 0.1),
+             ("write", "b", 1, 0.1)]  # fmt: skip
+    outcome = run(Config(seed=1, disable_writes_on_kill=False), steps)
+    assert "two-writers" in outcome.kinds, outcome.violations
+
+
+def test_checker_reports_a_crashed_node(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken_timer(self: Any) -> None:
+        raise RuntimeError("boom in a link task")
+
+    monkeypatch.setattr(hakit._runtime._link.ReplicaLink, "_timer", broken_timer)
+    outcome = run(Config(seed=1), STEPS[:1])
+    assert outcome.kinds == {"crash"}, outcome.violations
+    assert "RuntimeError: boom in a link task" in outcome.violations[0].detail
+
+
+def test_checker_reports_errors_outside_the_contract(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = _replica_side.ReplicaRun._apply
+
+    def apply(self: Any, entries: list[Any]) -> str | None:
+        if entries and entries[0][0] == 2:
+            raise ValueError("txid 2 does not follow 2")
+        return original(self, entries)
+
+    monkeypatch.setattr(_replica_side.ReplicaRun, "_apply", apply)
+    outcome = run(Config(seed=1), STEPS[:2])
+    contract = [v for v in outcome.violations if v.kind == "contract"]
+    assert contract and "raised ValueError: txid 2 does not follow 2" in contract[0].detail
+
+
+def test_a_failing_seed_shrinks_to_a_short_script_that_replays(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    dropping_apply(monkeypatch, "b")
+    noise = [("latency", 0.01, 0.0, 0.1), ("partition", "a", "c", 0.2), ("heal", 0.0),
+             ("write", "c", 1, 0.05), ("detach", "c", 0.3), ("attach", "c", 0.1)]  # fmt: skip
+    outcome = run(Config(seed=3), [*noise, *STEPS, *noise])
+    assert not outcome.ok
+    small = shrink(outcome, budget=60)
+    assert outcome.violations[0].kind in small.kinds
+    assert len(small.steps) <= 3 < len(outcome.steps)
+    text = script(small, original=len(outcome.steps))
+    assert f"shrunk from {len(outcome.steps)} to {len(small.steps)} steps" in text
+    namespace: dict[str, Any] = {}
+    with pytest.raises(SystemExit) as exit_info:
+        exec(compile(text, "<repro>", "exec"), namespace)
+    assert exit_info.value.code == 1
