@@ -42,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--shrink", type=int, default=4, help="distinct failures to shrink and print (default 4)"
     )
+    parser.add_argument(
+        "--shrink-minutes", type=float, default=1.5,
+        help="wall-clock bound of all the shrinking, after the sweep (default 1.5)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, help="also write each repro script into this folder")
     parser.add_argument("--record", action="store_true", help="append the result to RESULTS.md")
     args = parser.parse_args(argv)
@@ -75,18 +79,19 @@ def main(argv: list[str] | None = None) -> int:
         seeds = ", ".join(str(o.config.seed) for o in outcomes[:8])
         more = f" (+{len(outcomes) - 8})" if len(outcomes) > 8 else ""
         print(f"  {len(outcomes):4d} x {sig}  seeds {seeds}{more}")
-    for sig, outcomes in list(sorted(failures.items(), key=lambda item: -len(item[1])))[
-        : args.shrink
-    ]:
+    if args.record:
+        _record(args, ran, elapsed, failed, kinds, failures)
+    chosen = sorted(failures.items(), key=lambda item: -len(item[1]))[: args.shrink]
+    shrink_deadline = time.monotonic() + args.shrink_minutes * 60
+    for index, (sig, outcomes) in enumerate(chosen):
         first = min(outcomes, key=lambda o: len(o.steps))
-        small = shrink(first, budget=60.0)
+        budget = (shrink_deadline - time.monotonic()) / (len(chosen) - index)
+        small = shrink(first, budget=max(budget, 0.0)) if budget > 0 else first
         text = script(small, original=len(first.steps))
-        print(f"\n# --- {sig}\n{text}")
+        print(f"\n# --- {sig}\n{text}", flush=True)
         if args.out:
             args.out.mkdir(parents=True, exist_ok=True)
             (args.out / f"seed{first.config.seed}.py").write_text(text)
-    if args.record:
-        _record(args, ran, elapsed, failed, kinds, failures)
     return 1 if failed else 0
 
 

@@ -53,14 +53,19 @@ _DELETE_SQL = "DELETE FROM kv WHERE k = ?"
 _unpack = partial(msgpack.unpackb, raw=False, strict_map_key=False)
 
 
-def _connect(path: str) -> sqlite3.Connection:
+#: The accepted `SqliteStorage` synchronous settings and their SQLite pragma values.
+_SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}
+
+
+def _connect(path: str, synchronous: str = "normal") -> sqlite3.Connection:
     # isolation_level=None: the sqlite3 module opens no transaction behind our back; every
     # transaction here is an explicit BEGIN ... COMMIT, and single statements autocommit.
     conn = sqlite3.connect(path, isolation_level=None)
     try:
-        # synchronous is per connection. NORMAL in WAL mode survives a process crash; only
-        # a power loss can drop the last commits, and replication exists for that case.
-        conn.execute("PRAGMA synchronous = NORMAL")
+        # synchronous is per connection. NORMAL in WAL mode survives a process crash (the
+        # commit is in the WAL file, in the OS's cache); an OS crash or power loss may roll
+        # back the last commits. FULL also fsyncs the WAL at every commit.
+        conn.execute(f"PRAGMA synchronous = {_SYNCHRONOUS[synchronous]}")
     except BaseException:
         conn.close()
         raise
@@ -81,25 +86,40 @@ def _rollback_quietly(conn: sqlite3.Connection) -> None:
 class SqliteStorage:
     """A node's database in a SQLite file; data and counters survive a restart.
 
-    Every `apply` is one SQLite transaction. `len` counts the rows, which SQLite does by
-    walking the key index: a few milliseconds per million keys.
+    Every `apply`, and every completed full load, is one SQLite transaction in WAL mode.
+    `len` counts the rows, which SQLite does by walking the key index: a few milliseconds
+    per million keys.
+
+    Durability: with ``synchronous="normal"`` (the default) a committed transaction survives
+    the death of the process (``kill -9``), but an OS crash or a power loss may roll back the
+    last ones (the file stays consistent). ``synchronous="full"`` fsyncs at every commit, so
+    commits survive a power loss too, at the price of one fsync per commit (and per batch a
+    replica applies).
 
     Args:
         path: The database file; created with the schema if missing.
+        synchronous: ``"normal"`` or ``"full"`` (SQLite's ``PRAGMA synchronous``).
 
     Raises:
-        ValueError: `path` names an in-memory database, or the file is a SQLite database
-            that is not a hakit storage (or has an unknown schema version).
+        ValueError: `path` names an in-memory database, the file is a SQLite database
+            that is not a hakit storage (or has an unknown schema version), or
+            `synchronous` is not one of the accepted values.
         sqlite3.DatabaseError: The file is not a SQLite database.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "normal") -> None:
         self._path = os.fspath(path)
         if self._path in ("", ":memory:"):
             # Snapshots and loads use extra connections, which must open the same database.
             raise ValueError("SqliteStorage needs a file path, not an in-memory database")
+        if synchronous not in _SYNCHRONOUS:
+            raise ValueError(
+                f"synchronous must be one of {', '.join(map(repr, _SYNCHRONOUS))}, "
+                f"not {synchronous!r}"
+            )
+        self._synchronous = synchronous
         self._closed = True  # until fully opened, so close() and __del__-time use are safe
-        self._conn = _connect(self._path)
+        self._conn = _connect(self._path, synchronous)
         try:
             self._open_schema()
             row = self._conn.execute(
@@ -198,6 +218,11 @@ class SqliteStorage:
     def path(self) -> str:
         """The database file."""
         return self._path
+
+    @property
+    def synchronous(self) -> str:
+        """The durability setting: ``"normal"`` or ``"full"`` (see the class docs)."""
+        return self._synchronous
 
     @property
     def txid(self) -> int:
@@ -499,7 +524,7 @@ class _SqliteLoader(LoaderBase):
     """A full load: one write transaction on its own connection, committed by `commit`."""
 
     def __init__(self, storage: SqliteStorage) -> None:
-        conn = _connect(storage.path)
+        conn = _connect(storage.path, storage.synchronous)
         try:
             # IMMEDIATE takes the write lock now, so a conflict shows at begin_load rather
             # than halfway through the chunks.

@@ -249,3 +249,28 @@ def test_a_version_1_file_is_upgraded_in_place(path: Path) -> None:
         db.set_history((("aa", 6),))
     with SqliteStorage(path) as db:
         assert db.history == (("aa", 6),)
+
+
+@pytest.mark.parametrize(("setting", "pragma"), [("normal", 1), ("full", 2)])
+def test_synchronous_setting_applies_to_commits_and_loads(
+    path: Path, setting: str, pragma: int
+) -> None:
+    # The writer's connection and a full load's connection both use the chosen setting.
+    default = SqliteStorage(path)
+    assert default.synchronous == "normal"
+    default.close()
+    with SqliteStorage(path, synchronous=setting) as db:
+        assert db.synchronous == setting
+        assert db._conn.execute("PRAGMA synchronous").fetchone()[0] == pragma
+        loader = db.begin_load()
+        assert loader._conn is not None
+        assert loader._conn.execute("PRAGMA synchronous").fetchone()[0] == pragma
+        loader.add(["k", 1])
+        loader.commit(1, 0, 0)
+        assert dict(db.items()) == {"k": 1}
+
+
+def test_unknown_synchronous_setting_is_refused(path: Path) -> None:
+    with pytest.raises(ValueError, match="synchronous must be one of 'normal', 'full', not 'off'"):
+        SqliteStorage(path, synchronous="off")
+    assert not path.exists()
