@@ -126,6 +126,9 @@ class Harness:
         self.writes: list[Write] = []
         self.violations: list[Violation] = []
         self.former_masters: set[str] = set()
+        self.refused_promotions = 0
+        #: Acknowledged keys not on the final master but kept in some node's discarded().
+        self.discarded_acknowledged = 0
         self.writes_running = 0
         self.writes_idle = trio.Event()
         self._keys = 0
@@ -333,7 +336,12 @@ class Harness:
                 and node.name not in self.attaching
                 and node.name in self.former_masters
             ):
-                node.set_master_params(self.base_params)
+                try:
+                    node.set_master_params(self.base_params)
+                except hakit.LocalProtocolError:
+                    # Documented: a master that stepped down is promoted again only after
+                    # it resynced from the newer master.
+                    self.refused_promotions += 1
         elif op == "partition":
             network.partition(args[0], args[1])
         elif op == "heal":
@@ -343,7 +351,8 @@ class Harness:
         elif op == "release":
             network.release(args[0], args[1])
         elif op == "latency":
-            network.set_latency(args[0], args[1])
+            names = list(self.nodes)
+            network.set_latency(names, names, args[0], args[1])  # every link
         else:  # pragma: no cover - check_step refused it
             raise AssertionError(op)
 
@@ -356,7 +365,7 @@ class Harness:
             for b in self.nodes:
                 if a < b:
                     network.release(a, b)
-        network.set_latency(0.0)
+        network.set_latency(list(self.nodes), list(self.nodes), 0.0)
         if self.writes_running:
             with trio.move_on_after(SETTLE):
                 while self.writes_running:
@@ -370,14 +379,25 @@ class Harness:
         await trio.sleep(3.0)  # let links notice the heal, keepalives flow, stops finish
         final = self.master()
         if final is None:
-            # No master left (all stepped down): the operator promotes the most up to date.
-            final = max(
+            # No master left (all stepped down): the operator promotes the most up to date
+            # node that may be promoted (a deposed master may not, until it resynced).
+            candidates = sorted(
                 self.nodes.values(),
                 key=lambda n: (n.storage.last_generation, n.txid, n.generation, n.name),
+                reverse=True,
             )
-            if not await self.end_attach(final.name):
+            for candidate in candidates:
+                if not await self.end_attach(candidate.name):
+                    return None
+                try:
+                    candidate.set_master_params(self.base_params)
+                except hakit.LocalProtocolError:
+                    continue
+                final = candidate
+                break
+            else:
+                self.violation("liveness", "no node accepts to become the master at the end")
                 return None
-            final.set_master_params(self.base_params)
         else:
             final.set_master_params(self.base_params)  # sync commits again
         others = [n for n in self.nodes.values() if n is not final]
@@ -583,4 +603,6 @@ def _counts(harness: Harness) -> dict[str, int]:
         "refused": sum(1 for w in writes if w.error is not None),
         "attaches": len(harness.attaches),
         "promotions": sum(1 for a in harness.attaches if a.reason is StopReason.BECOMES_MASTER),
+        "refused_promotions": harness.refused_promotions,
+        "discarded_acknowledged": harness.discarded_acknowledged,
     }

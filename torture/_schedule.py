@@ -32,7 +32,7 @@ OPS: dict[str, str] = {
     "heal": "",
     "hold": "a b",
     "release": "a b",
-    "latency": "seconds jitter",
+    "latency": "seconds jitter",  # on every link: delays drawn from seconds +- jitter
 }
 
 DELAYS = (0.0, 0.0, 0.0, 0.001, 0.01, 0.05, 0.05, 0.2, 0.5, 1.0)
