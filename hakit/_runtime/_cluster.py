@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 
@@ -36,10 +36,12 @@ class ClusterStatistics:
 class _Tracer:
     """Turns what the simulated network reports into the cluster's `MessageEvent` records."""
 
-    __slots__ = ("log",)
+    __slots__ = ("log", "watchers")
 
     def __init__(self, log: EventLog) -> None:
         self.log = log
+        #: Called with every delivered message (the notebook's step-by-step clock).
+        self.watchers: list[Callable[[MessageEvent], None]] = []
 
     def message(
         self,
@@ -59,10 +61,13 @@ class _Tracer:
         else:
             kind, size = frame_kind(frame), len(frame) + 4
         place = route.sender if action in ("sent", "held") else route.receiver
-        self.log.append(
-            MessageEvent(time, place or "?", action, route.sender, route.receiver, route.link,
-                         route.outbound, seq, kind, size, sent, due, retransmits, detail, frame)
-        )  # fmt: skip
+        event = MessageEvent(time, place or "?", action, route.sender, route.receiver,
+                             route.link, route.outbound, seq, kind, size, sent, due,
+                             retransmits, detail, frame)  # fmt: skip
+        self.log.append(event)
+        if action == "delivered" and self.watchers:
+            for watcher in list(self.watchers):
+                watcher(event)  # fmt: skip
 
     def fault(self, time: float, action: str, detail: str) -> None:
         self.log.append(NetworkChanged(time, "network", action, detail))
@@ -92,7 +97,8 @@ class Cluster:
         self.seed = seed
         self.cluster_name = cluster_name
         self.events = EventLog(meta={"seed": seed, "cluster": cluster_name}, canonical=True)
-        self.network = SimulatedNetwork(seed, latency=latency, tracer=_Tracer(self.events))
+        self._tracer = _Tracer(self.events)
+        self.network = SimulatedNetwork(seed, latency=latency, tracer=self._tracer)
         self.events._refresh = self._refresh
         self._nodes: dict[str, Node] = {}
         self._stopped: dict[str, trio.Event] = {}

@@ -28,6 +28,7 @@ from typing import Any
 import outcome
 import trio
 import trio.lowlevel
+import trio.testing
 
 from ._errors import NotebookError
 
@@ -44,6 +45,11 @@ class Runtime:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, clock: trio.abc.Clock | None) -> None:
         self.loop = loop
+        # A MockClock at rate 1 keeps real time, and can be paused, stepped, slowed down or
+        # sped up while the run goes on (`LiveCluster.pause`, `step`, `speed`).
+        self.clock: trio.abc.Clock = (
+            clock if clock is not None else trio.testing.MockClock(rate=1.0)
+        )
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)
         self._queue: deque[Callable[[], object]] = deque()
@@ -61,7 +67,7 @@ class Runtime:
                 done_callback=self._finished,
                 # asyncio owns the wakeup fd (signal handling): trio must leave it alone.
                 host_uses_signal_set_wakeup_fd=True,
-                clock=clock,
+                clock=self.clock,
             )
         self.token = trio.lowlevel.current_trio_token()
         if not self.drive_until(lambda: self._nursery is not None, timeout=CLOSE_TIMEOUT):

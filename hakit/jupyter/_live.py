@@ -10,13 +10,16 @@ run or the cluster.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import html
+import math
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import trio
+import trio.testing
 
 from .._runtime._channels import EID_MASTER, Channel, _Eid
 from .._runtime._cluster import Cluster
@@ -50,6 +53,8 @@ POLL_INTERVAL = 0.01
 SYNC_TIMEOUT = 5.0
 #: How long `force_master` waits for the old master's other replicas to follow (seconds).
 FOLLOW_TIMEOUT = 10.0
+#: The default link latency of a live cluster, ``(mean, jitter)`` in seconds.
+DEFAULT_LATENCY = (0.005, 0.002)
 #: Log entries kept (older ones are dropped; `LiveCluster.log_dropped` counts them).
 LOG_LENGTH = 500
 
@@ -132,7 +137,15 @@ class LiveCluster:
         name: the cluster name its nodes share.
     """
 
-    def __init__(self, rt: Runtime, *, seed: int, name: str) -> None:
+    def __init__(
+        self,
+        rt: Runtime,
+        *,
+        seed: int,
+        name: str,
+        latency: tuple[float, float] = DEFAULT_LATENCY,
+    ) -> None:
+        self.latency = latency
         self._runtime = rt
         self.seed = seed
         self.name = name
@@ -150,6 +163,11 @@ class LiveCluster:
         self._events_seen = 0
         self._listeners: list[Callable[[], None]] = []
         self._started_at = 0.0
+        # time control (see pause, step, speed)
+        self._paused = False
+        self._stepping = False
+        self._speed = 1.0
+        self._autojump = math.inf
         # master txid samples (txid, time first seen) for lag in seconds
         self._commit_times: deque[tuple[int, float]] = deque(maxlen=4096)
         rt.start_soon(self._main)
@@ -162,7 +180,9 @@ class LiveCluster:
                 async with trio.open_nursery() as nursery:
                     self._started_at = trio.current_time()
                     self._nursery = nursery
-                    self._cluster = Cluster(nursery, seed=self.seed, cluster_name=self.name)
+                    self._cluster = Cluster(
+                        nursery, seed=self.seed, cluster_name=self.name, latency=self.latency
+                    )
                     nursery.start_soon(self._watch)
                     await trio.sleep_forever()
         finally:
@@ -715,6 +735,139 @@ class LiveCluster:
         self.cluster.network.set_loss(a, b, p)
         self._notify()
 
+    def hold(self, a: str, b: str) -> None:
+        """Hold the link between `a` and `b`: its bytes wait in flight until `release`."""
+        self._check_open()
+        self.cluster.network.hold(a, b)
+        self._notify()
+
+    def release(self, a: str, b: str) -> None:
+        """Release the link between `a` and `b`: what waited is delivered, in order."""
+        self._check_open()
+        self.cluster.network.release(a, b)
+        self._notify()
+
+    def crash(self, name: str) -> None:
+        """Kill node `name` like a process dies (see `hakit.Cluster.crash`).
+
+        It is down when this returns: its peers see its connections end.
+        """
+        self._check_open()
+        self._node(name)
+        self._drive(self._spawn(f"crash {name}", self.cluster.crash, name, report=False))
+        self._serving.pop(name, None)
+        self._notify()
+
+    def restart(self, name: str, *, storage: Storage | None = None) -> Node:
+        """Bring a crashed node back on its storage, standalone (see `hakit.Cluster.restart`).
+
+        Make it a master (`make_master`) or attach it (`attach`) again, as after a restart.
+        """
+        self._check_open()
+        self._node(name)
+        restart = functools.partial(self.cluster.restart, name, storage=storage)
+        node: Node = self._drive(self._spawn(f"restart {name}", restart))
+        self._notify()
+        return node
+
+    # -- twins: the clock ---------------------------------------------------------------------
+    @property
+    def _clock(self) -> trio.testing.MockClock:
+        clock = self._runtime.clock
+        if not isinstance(clock, trio.testing.MockClock):
+            raise NotebookError(
+                "time control needs the notebook's own clock; this run was started with "
+                f"{type(clock).__name__}"
+            )
+        return clock
+
+    @property
+    def paused(self) -> bool:
+        """Whether the cluster's clock is paused (`pause`, `step`)."""
+        return self._paused
+
+    @property
+    def speed(self) -> float:
+        """How fast the cluster's time runs against the wall clock (1: real time).
+
+        ``cluster.speed = 0.1`` is slow motion (a handshake takes ten times longer to
+        watch), ``10`` fast forward. Setting it while paused takes effect at `resume`.
+        """
+        return self._speed
+
+    @speed.setter
+    def speed(self, value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1000:
+            raise ValueError(f"speed must be a number in (0, 1000], not {value!r}")
+        clock = self._clock
+        self._speed = float(value)
+        if not self._paused:
+            clock.rate = self._speed
+        self._notify()
+
+    def pause(self) -> None:
+        """Stop the cluster's time until `resume` or `step`.
+
+        Nothing is delivered and no timeout fires meanwhile; cells and clicks still work.
+        """
+        clock = self._clock
+        if not self._paused:
+            self._paused = True
+            self._autojump = clock.autojump_threshold
+            clock.rate = 0.0
+            clock.autojump_threshold = math.inf
+        self._notify()
+
+    def resume(self) -> None:
+        """Let time run again, at `speed`."""
+        clock = self._clock
+        if self._paused:
+            self._paused = False
+            self._stepping = False
+            clock.autojump_threshold = self._autojump
+            clock.rate = self._speed
+        self._notify()
+
+    def step(self, *, skip: Iterable[str] = ("KEEPALIVE",)) -> Handle[Any]:
+        """Pause (if running), then move time on to the next message delivered, and stop.
+
+        Time jumps over the quiet stretch in between (timers due meanwhile fire, as they
+        would), and stops at the instant the message arrives; what the receiver does in
+        that instant is done. The `Handle` ends with that `hakit.MessageEvent`.
+
+        Args:
+            skip: message kinds not worth stopping at (default: keep-alives).
+        """
+        self._check_open()
+        self.pause()
+        clock = self._clock
+        skipped = set(skip)
+        watchers = self.cluster._tracer.watchers
+        arrived = trio.Event()
+        found: list[Any] = []
+
+        def watch(event: Any) -> None:
+            if event.kind not in skipped and not found:
+                found.append(event)
+                clock.autojump_threshold = math.inf  # stop right here
+                arrived.set()
+
+        async def step() -> Any:
+            watchers.append(watch)
+            self._stepping = True
+            try:
+                clock.autojump_threshold = 0.0  # jump from deadline to deadline...
+                await arrived.wait()  # ...until the next message arrives
+                return found[0]
+            finally:
+                watchers.remove(watch)
+                self._stepping = False
+                if self._paused:
+                    clock.autojump_threshold = math.inf
+                self._notify()
+
+        return self._spawn("step", step)
+
     # -- twins: waiting -----------------------------------------------------------------------
     def synced(self, name: str) -> bool:
         """Whether `name` is attached to a master and streaming (its initial sync is done)."""
@@ -819,7 +972,9 @@ def _cut(network: Any, a: str, b: str) -> bool:
 _live: dict[str, LiveCluster] = {}
 
 
-def open_cluster(*, seed: int = 0, name: str = "hakit") -> LiveCluster:
+def open_cluster(
+    *, seed: int = 0, name: str = "hakit", latency: tuple[float, float] = DEFAULT_LATENCY
+) -> LiveCluster:
     """Start a live cluster in the notebook's trio run (starting the run if needed).
 
     Re-running the cell closes the cluster of the same `name` it opened before, so a
@@ -827,12 +982,15 @@ def open_cluster(*, seed: int = 0, name: str = "hakit") -> LiveCluster:
 
     Args:
         seed: seeds the simulated network.
+        latency: every link's ``(mean, jitter)`` in seconds: a few milliseconds, so that
+            messages take time (the timeline shows them unfold, slow motion makes them
+            visible, and the same seed replays the same run).
         name: the cluster name its nodes share (and what a re-run replaces).
     """
     old = _live.pop(name, None)
     if old is not None:
         old.close()
-    live = LiveCluster(runtime(), seed=seed, name=name)
+    live = LiveCluster(runtime(), seed=seed, name=name, latency=latency)
     _live[name] = live
     return live
 
