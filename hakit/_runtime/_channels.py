@@ -82,6 +82,7 @@ _MAX_UNSENT = 1024 * 1024
 #: Bytes asked of the stream per read on a channel connection (both ways: messages are small).
 _RECEIVE_SIZE = 64 * 1024
 _OPEN = ch.ChannelState.OPEN
+_CONTROL = int(ch.ChannelFlags.CONTROL)
 _CLOSED = ch.ChannelState.CLOSED
 _IO_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
 
@@ -697,6 +698,9 @@ class ChannelManager:
     def __init__(self, node: Node) -> None:
         self._node = node
         self._handler: Handler | None = None
+        #: The control service of an operated node (hakit node), for requests flagged
+        #: CONTROL; None: such requests fail with NO_SERVER.
+        self.control: Handler | None = None
         self._out: dict[str, _Requester] = {}
         self._connect_locks: dict[str, trio.Lock] = {}
         self._incoming: set[_Incoming] = set()
@@ -1278,7 +1282,9 @@ class ChannelManager:
                     req_id, flags, limit, parts = ch.read_request(value)
                     if self._closing:
                         continue  # no handler may start; the requester sees the connection close
-                    handler = self._handler
+                    # A control request goes to the control service of an operated node
+                    # (hakit node), never to the application's handler.
+                    handler = self.control if flags & _CONTROL else self._handler
                     if handler is None:
                         self._unhandled += 1
                         if req_id:
@@ -1287,7 +1293,11 @@ class ChannelManager:
                                     node.generation,
                                     req_id,
                                     int(ch.ChannelFailCode.NO_SERVER),
-                                    f"node {node.name!r} has no message handler (set_msg_dispatch)",
+                                    f"node {node.name!r} has no control service (run it with "
+                                    "hakit node)"
+                                    if flags & _CONTROL
+                                    else f"node {node.name!r} has no message handler "
+                                    "(set_msg_dispatch)",
                                 )
                             )
                         continue

@@ -64,12 +64,16 @@ class ChannelFlags(enum.IntFlag):
     NONE = 0
     MULTIPLE = 1  #: the requester accepts a multi-part answer (Berkeley DB's DB_MULTIPLE)
     LIMIT = 2  #: the answer may hold at most `ChannelMsg.limit` bytes
+    #: for the node's control service (``hakit status``, ``hakit put``...), not the
+    #: application's message handler
+    CONTROL = 4
 
 
 # Plain ints for the per-message paths: IntFlag arithmetic costs microseconds per operation.
 _MULTIPLE = int(ChannelFlags.MULTIPLE)
 _LIMIT = int(ChannelFlags.LIMIT)
-_KNOWN_FLAGS = _MULTIPLE | _LIMIT
+_CONTROL = int(ChannelFlags.CONTROL)
+_KNOWN_FLAGS = _MULTIPLE | _LIMIT | _CONTROL
 
 
 class ChannelFailCode(enum.IntEnum):
