@@ -77,9 +77,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(await args.run(args))
 
     try:
-        return trio.run(run)
+        try:
+            return trio.run(run)
+        except BaseExceptionGroup as group:
+            raise _single(group) from None
     except CliError as exc:
         print(f"{_prog()}: error: {exc}", file=sys.stderr, flush=True)
         return exc.status
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+
+
+def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one error a nursery wrapped (or the group itself, when several failed)."""
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error

@@ -524,8 +524,13 @@ class ControlClient:
                     max_frame_size=16 * 1024 * 1024,
                 )
                 hello = m.ChannelHello(0, CLIENT_NAME, self.cluster, m.PROTOCOL_VERSION)
-                await framed.send(hello.encode())
-                values = await framed.receive()
+                try:
+                    await framed.send(hello.encode())
+                    values = await framed.receive()
+                except BaseException:
+                    with trio.CancelScope(shield=True):
+                        await trio.aclose_forcefully(framed.stream)
+                    raise
         except trio.TooSlowError:
             raise NetworkTimeoutError(
                 f"the node at {address} did not answer within {self.timeout:g} s",
