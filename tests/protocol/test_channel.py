@@ -363,7 +363,7 @@ def test_check_answer_is_the_responders_local_check() -> None:
     ("msg", "match"),
     [
         (m.ChannelMsg(0, -1, 0, 0, []), "negative request id"),
-        (m.ChannelMsg(0, 1, 4, 0, []), "unknown flags"),
+        (m.ChannelMsg(0, 1, 8, 0, []), "unknown flags"),
         (m.ChannelMsg(0, 1, -1, 0, []), "unknown flags"),
         (m.ChannelMsg(0, 1, 2, -5, []), "negative size limit"),
         (m.ChannelMsg(0, 1, 0, 0, [b"a", 1]), "a part is int"),
