@@ -83,6 +83,7 @@ class Attach:
     node: str
     master: str
     force: bool
+    owner: hakit.Node | None = None  # the node object (a restart makes a new one)
     requested: set[StopReason] = field(default_factory=set)
     done: trio.Event = field(default_factory=trio.Event)
     reason: StopReason | None = None
@@ -127,6 +128,9 @@ class Harness:
         self.violations: list[Violation] = []
         self.former_masters: set[str] = set()
         self.refused_promotions = 0
+        #: Names crashed at least once (NodeClosedError is then within the contract for
+        #: their writes and attaches, as `Cluster.crash` documents).
+        self.crashed: set[str] = set()
         #: Acknowledged keys not on the final master but kept in some node's discarded().
         self.discarded_acknowledged = 0
         self.writes_running = 0
@@ -151,7 +155,8 @@ class Harness:
     # -- lookups -------------------------------------------------------------------------
     def master(self) -> hakit.Node | None:
         """The node the schedule's ``"*"`` means: the master of the highest generation."""
-        masters = [n for n in self.nodes.values() if n.role is Role.MASTER]
+        down = self.cluster.network.is_down
+        masters = [n for n in self.nodes.values() if n.role is Role.MASTER and not down(n.name)]
         return max(masters, key=lambda n: (n.generation, n.name)) if masters else None
 
     def resolve(self, name: str) -> hakit.Node | None:
@@ -191,6 +196,10 @@ class Harness:
             self._check_ack(node, write)
         except COMMIT_ERRORS as exc:
             write.error = f"{type(exc).__name__}: {exc}"
+        except hakit.NodeClosedError as exc:
+            write.error = f"{type(exc).__name__}: {exc}"
+            if node.name not in self.crashed:
+                self.violation("contract", f"a commit on {node.name} raised {write.error}")
         except Exception as exc:
             write.error = f"{type(exc).__name__}: {exc}"
             self.violation("contract", f"a commit on {node.name} raised {write.error}")
@@ -223,7 +232,9 @@ class Harness:
             return None
         if target is None or target is node or target.address is None:
             return None
-        record = Attach(node.name, target.name, force)
+        if self.cluster.network.is_down(node.name):
+            return None
+        record = Attach(node.name, target.name, force, node)
         await self.nursery.start(self._attach, node, target.address, record)
         return record
 
@@ -247,6 +258,10 @@ class Harness:
             record.error = f"{type(exc).__name__}: {exc}"
             if not isinstance(exc.stop_reason, StopReason):
                 self.violation("contract", f"{record.error} carries no StopReason")
+        except hakit.NodeClosedError as exc:
+            record.error = f"{type(exc).__name__}: {exc}"
+            if node.name not in self.crashed:
+                self.violation("contract", f"attach_master on {node.name} raised {record.error}")
         except Exception as exc:
             record.error = f"{type(exc).__name__}: {exc}"
             self.violation("contract", f"attach_master on {node.name} raised {record.error}")
@@ -279,8 +294,9 @@ class Harness:
         record = self.attaching.get(name)
         if record is None:
             return True
-        record.requested.add(StopReason.CANCELLED)
-        self.nodes[name].cancel()
+        if record.owner is self.nodes[name] and not self.cluster.network.is_down(name):
+            record.requested.add(StopReason.CANCELLED)
+            self.nodes[name].cancel()
         with trio.move_on_after(10):
             await record.done.wait()
             return True
@@ -293,7 +309,7 @@ class Harness:
         network = self.cluster.network
         if op == "write":
             node = self.resolve(args[0])
-            if node is not None:
+            if node is not None and not network.is_down(node.name):
                 self.start_write(node, args[1])
         elif op == "mode":
             node = self.resolve(args[0])
@@ -305,8 +321,8 @@ class Harness:
             await self.attach(self.nodes[args[0]])
         elif op in ("stop", "cancel"):
             record = self.attaching.get(args[0])
-            if record is not None:
-                node = self.nodes[args[0]]
+            node = self.nodes[args[0]]
+            if record is not None and record.owner is node and not network.is_down(node.name):
                 if op == "stop":
                     record.requested.add(StopReason.STOPPED_BY_LOCAL_REQUEST)
                     node.replica_stop()
@@ -315,19 +331,21 @@ class Harness:
                     node.cancel()
         elif op == "detach":
             for master in self.nodes.values():
-                if master.role is Role.MASTER and args[0] in master.replicas:
+                alive = not network.is_down(master.name)
+                if alive and master.role is Role.MASTER and args[0] in master.replicas:
                     master.detach_replica(args[0])
         elif op == "detach_all":
-            master = self.master()
+            master = self.master()  # never a crashed one
             if master is not None:
                 master.detach_all_replicas()
         elif op == "force":
             node = self.nodes[args[0]]
-            if node.role is not Role.MASTER and await self.end_attach(node.name):
+            down = network.is_down(node.name)
+            if not down and node.role is not Role.MASTER and await self.end_attach(node.name):
                 await self.attach(node, force=True)
         elif op == "stop_master":
             node = self.nodes[args[0]]
-            if node.role is Role.MASTER:
+            if node.role is Role.MASTER and not network.is_down(node.name):
                 node.stop_master()
         elif op == "promote":
             node = self.nodes[args[0]]
@@ -335,6 +353,7 @@ class Harness:
                 node.role is Role.STANDALONE
                 and node.name not in self.attaching
                 and node.name in self.former_masters
+                and not network.is_down(node.name)
             ):
                 try:
                     node.set_master_params(self.base_params)
@@ -353,6 +372,15 @@ class Harness:
         elif op == "latency":
             names = list(self.nodes)
             network.set_latency(names, names, args[0], args[1])  # every link
+        elif op == "loss":
+            network.set_loss(args[0], args[1], args[2])
+        elif op == "crash":
+            if not network.is_down(args[0]):
+                self.crashed.add(args[0])
+                await self.cluster.crash(args[0])
+        elif op == "restart":
+            if network.is_down(args[0]):
+                self.nodes[args[0]] = await self.cluster.restart(args[0])
         else:  # pragma: no cover - check_step refused it
             raise AssertionError(op)
 
@@ -360,7 +388,12 @@ class Harness:
     async def converge(self) -> hakit.Node | None:
         """End the faults and bring every node back to one master; return that master."""
         network = self.cluster.network
+        for name in list(self.nodes):
+            if network.is_down(name):
+                self.nodes[name] = await self.cluster.restart(name)
         network.heal()
+        names = list(self.nodes)
+        network.set_loss(names, names, 0.0)
         for a in self.nodes:
             for b in self.nodes:
                 if a < b:

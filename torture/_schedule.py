@@ -10,6 +10,7 @@ that is what lets the shrinker delete steps freely.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -33,6 +34,9 @@ OPS: dict[str, str] = {
     "hold": "a b",
     "release": "a b",
     "latency": "seconds jitter",  # on every link: delays drawn from seconds +- jitter
+    "loss": "a b p",  # lose each transmission between a and b with probability p (TCP resends)
+    "crash": "node",  # kill -9 the node (Cluster.crash): its tasks stop, its sockets die
+    "restart": "node",  # a crashed node comes back standalone on its storage
 }
 
 DELAYS = (0.0, 0.0, 0.0, 0.001, 0.01, 0.05, 0.05, 0.2, 0.5, 1.0)
@@ -53,7 +57,8 @@ class Config:
         stateful: whether masters keep a transaction log for incremental resync.
         disable_writes_on_kill: `MasterParams.disable_writes_on_kill`.
         wait_data_timeout: `ReplicaParams.wait_data_timeout`.
-        sqlite: nodes keep their database in SQLite files (else in memory).
+        sqlite: nodes keep their database in SQLite files (else in memory); always so in
+            generated schedules that crash a node.
     """
 
     seed: int
@@ -107,6 +112,9 @@ _WEIGHTS = {
     "hold": 3,
     "release": 3,
     "latency": 3,
+    "loss": 2,
+    "crash": 2,
+    "restart": 3,
 }
 
 
@@ -151,9 +159,15 @@ def generate(seed: int, *, sqlite_every: int = 0, max_steps: int = 40) -> tuple[
             args = ()
         elif op == "latency":
             args = rng.choice(((0.0, 0.0), (0.01, 0.0), (0.05, 0.05), (0.2, 0.1)))
+        elif op == "loss":
+            a, b = rng.sample(names, 2)
+            args = (a, b, rng.choice((0.0, 0.05, 0.3)))
         else:
             args = (node,)
         steps.append((op, *args, rng.choice(DELAYS)))
+    if any(step[0] == "crash" for step in steps) and not config.sqlite:
+        # A crash is a killed process, not a lost disk: the node comes back on its file.
+        config = dataclasses.replace(config, sqlite=True)
     return config, steps
 
 

@@ -302,7 +302,10 @@ class ReplicaRun:
                 values = await framed.receive()
             except EOFError:
                 return iter([machine.connection_lost("the master closed the connection")])
-            except (OSError, trio.BrokenResourceError, RemoteProtocolError) as exc:
+            except (
+                OSError, trio.BrokenResourceError, trio.ClosedResourceError, RemoteProtocolError
+            ) as exc:  # fmt: skip
+                # ClosedResourceError: our end was closed under us (the node crashed).
                 return iter([machine.connection_lost(f"connection to the master failed: {exc}")])
             return self._feed(machine, values)
         stopped = machine.tick(self.node._now())

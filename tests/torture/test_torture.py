@@ -22,13 +22,32 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 SWEEP = range(0, 200)
 
 
+#: Sweep seeds that fail for a known, open finding (/work/coord/findings.md): each one is a
+#: strict xfail below, so it must be removed here once its finding is fixed.
+KNOWN = {
+    87: "F3: a deposed master with disable_writes_on_kill=False is re-promoted without resync",
+}
+
+
 def test_fixed_seed_sweep() -> None:
     failing = []
     for seed in SWEEP:
+        if seed in KNOWN:
+            continue
         outcome = run(*generate(seed, sqlite_every=20))
         if not outcome.ok:
             failing.append(f"seed {seed}: " + "; ".join(map(str, outcome.violations)))
     assert not failing, "\n".join(failing)
+
+
+@pytest.mark.parametrize(
+    "seed",
+    [pytest.param(seed, marks=pytest.mark.xfail(strict=True, reason=why))
+     for seed, why in sorted(KNOWN.items())],
+)  # fmt: skip
+def test_known_failing_seed(seed: int) -> None:
+    outcome = run(*generate(seed, sqlite_every=20))
+    assert outcome.ok, outcome.violations
 
 
 def test_the_sweep_exercises_every_fault() -> None:
@@ -135,3 +154,29 @@ def test_a_failing_seed_shrinks_to_a_short_script_that_replays(
     with pytest.raises(SystemExit) as exit_info:
         exec(compile(text, "<repro>", "exec"), namespace)
     assert exit_info.value.code == 1
+
+
+#: Shrunk schedules the runner found, kept as regressions (each failed before its fix).
+REGRESSIONS = {
+    # A replica's stream closed under it when its node crashed: attach_master raised
+    # trio.ClosedResourceError instead of NodeClosedError.
+    "crash-while-following": (
+        Config(seed=83, nodes=4, ack_policy="ONE", synch_timeout=0.2, disable_writes_on_kill=False),
+        [
+            ("loss", "d", "b", 0.3, 0.05),
+            ("attach", "b", 0.05),
+            ("force", "b", 1.0),
+            ("write", "c", 1, 0.2),
+            ("force", "a", 0.2),
+            ("force", "d", 0.0),
+            ("crash", "c", 0.0),
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REGRESSIONS))
+def test_regression(name: str) -> None:
+    config, steps = REGRESSIONS[name]
+    outcome = run(config, steps)
+    assert outcome.ok, outcome.violations
