@@ -119,7 +119,7 @@ def _record(
             seeds = ", ".join(str(o.config.seed) for o in outcomes[:5])
             lines.append(f"| {len(outcomes)} | {sig.replace('|', '/')} | {seeds} |\n")
     with _RESULTS.open("a") as out:
-        out.writelines(lines)
+        out.write("".join(lines))  # one write: concurrent sweeps append whole sections
 
 
 if __name__ == "__main__":
