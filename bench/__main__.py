@@ -90,6 +90,21 @@ def _steps(cfg: Config, quick: bool) -> list[tuple[str, Step]]:
             f"hakit_channel_{MSG_WINDOW}": window,
         }
 
+    async def scale() -> dict[str, Figure]:
+        from . import _scale
+
+        return {
+            "scale_sync_100": await _scale.sync_commits(max(cfg.duration, 2.0)),
+            "scale_async_100": await _scale.async_commits(max(cfg.duration, 2.0)),
+            "scale_idle_kib": await _scale.idle_replica_memory(),
+            "scale_log_us": _scale.event_log_cost(),
+        }
+
+    async def scale_1000() -> dict[str, Figure]:
+        from ._scale import thousand
+
+        return {"scale_1000_detached": await thousand()}
+
     steps: list[tuple[str, Step]] = [
         ("oneway", oneway_2),
         ("async", async_2),
@@ -104,6 +119,8 @@ def _steps(cfg: Config, quick: bool) -> list[tuple[str, Step]]:
     ]
     if not quick:
         steps.insert(0, ("oneway1", oneway_1))
+        # In-kernel scale (many nodes in one run): minutes, so full runs only.
+        steps += [("scale", scale), ("scale_1000", scale_1000)]
     return steps
 
 

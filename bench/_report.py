@@ -377,6 +377,58 @@ def goals(results: dict[str, Any], snapshot_keys: int) -> list[Goal]:
         "bare rpc req/s, [id, 100 B] echoed, window of 64 in flight",
         latency=True,
     )
+    # In-kernel scale (full runs only): absolute goals, no ceiling; listed when measured.
+    if any(key.startswith("scale_") for key in results):
+        add(
+            "scale_sync",
+            "in-kernel sync commit, 100 nodes (99 replicas, ack ALL), log on",
+            300,
+            True,
+            "txn/s",
+            "scale_sync_100",
+            "",
+            "",
+        )
+        add(
+            "scale_async",
+            "in-kernel async commit, 100 nodes, applied on all 99, log on",
+            3_000,
+            True,
+            "txn/s",
+            "scale_async_100",
+            "",
+            "",
+        )
+        add(
+            "scale_1000",
+            "1,000 nodes attach and commit at default settings: replicas detached",
+            0,
+            False,
+            "replicas",
+            "scale_1000_detached",
+            "",
+            "",
+        )
+        add(
+            "scale_idle",
+            "idle attached replica (in-kernel), memory",
+            100,
+            False,
+            "KiB",
+            "scale_idle_kib",
+            "",
+            "",
+        )
+        add(
+            "scale_log",
+            "event log cost per message (sent + delivered records)",
+            10,
+            False,
+            "us",
+            "scale_log_us",
+            "",
+            "",
+        )
     return out
 
 

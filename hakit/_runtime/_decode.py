@@ -16,16 +16,15 @@ from ..protocol import Kind, RemoteProtocolError, StopReason, SyncKind, parse_me
 _MAX_ITEMS = 16
 _MAX_TEXT = 120
 _ENUMS: dict[str, Any] = {"stop_reason": StopReason, "sync": SyncKind}
+# Once per frame on every traced link: a dict lookup, not an enum call.
+_KIND_NAMES = {int(kind): kind.name for kind in Kind}
 
 
 def frame_kind(payload: bytes) -> str:
     """Return the kind name of a message payload (``"?"`` if it is no message)."""
     # Fast path: [kind, ...] packs as a fixarray whose first element is a positive fixint.
     if len(payload) > 1 and payload[0] & 0xF0 == 0x90 and payload[1] < 0x80:
-        try:
-            return Kind(payload[1]).name
-        except ValueError:
-            return "?"
+        return _KIND_NAMES.get(payload[1], "?")
     try:
         value = msgpack.unpackb(payload, raw=False, strict_map_key=False)
         return Kind(value[0]).name

@@ -145,6 +145,21 @@ class Timeline(anywidget.AnyWidget):
                 return dict(m)
         raise KeyError(message_id)
 
+    def __repr__(self) -> str:
+        data = self.data
+        return (
+            f"<hakit.widgets.Timeline: {len(data.get('lanes', []))} nodes, "
+            f"{len(data.get('messages', []))} messages{' (live)' if self.follow else ''}>"
+        )
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> tuple[dict[Any, Any], dict[Any, Any]] | None:
+        # Beside the live view, the static drawing: what GitHub, nbviewer and rendered
+        # notebooks (which run no widget code) show instead.
+        bundle = super()._repr_mimebundle_(**kwargs)
+        data, meta = bundle if bundle is not None else ({}, {})
+        data = {**data, "text/plain": repr(self), "image/svg+xml": self.to_svg()}
+        return data, meta
+
     def to_svg(self) -> str:
         """The diagram as a standalone SVG document (tooltips hold the fields)."""
         return timeline_svg(self.data, title=self.title)

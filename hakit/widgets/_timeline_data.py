@@ -484,8 +484,9 @@ def timeline_html(data: dict[str, Any], *, title: str = "hakit timeline") -> str
 <script type="module">
 {script}
 const data = {payload};
-const model = {{ get: (k) => ({{ data, follow: false, scrub: -1, height: 640 }})[k],
-  set() {{}}, save_changes() {{}}, on() {{}}, send() {{}} }};
+const state = {{ data, follow: false, scrub: -1, selected: "", height: 640 }};
+const model = {{ get: (k) => state[k], set: (k, v) => {{ state[k] = v; }},
+  save_changes() {{}}, on() {{}}, send() {{}} }};
 render({{ model, el: document.getElementById("timeline") }});
 </script></body></html>
 """

@@ -137,6 +137,10 @@ async def test_a_live_timeline_follows_the_cluster(
 
 def test_exports_are_standalone(handshake_log: hakit.EventLog, tmp_path: Path) -> None:
     timeline = Timeline(handshake_log, title="a handshake")
+    bundle, _ = timeline._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle  # the live view first
+    assert bundle["image/svg+xml"].startswith("<svg")  # static viewers draw this
+    assert bundle["text/plain"].startswith("<hakit.widgets.Timeline: 2 nodes")
     svg = timeline.to_svg()
     assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>")
     assert "a handshake" in svg and ">HELLO<" in svg and "<title>" in svg

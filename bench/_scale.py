@@ -1,0 +1,171 @@
+"""In-kernel scale: many nodes in one trio run, on the simulated network, event log on.
+
+* 100 nodes (a master and 99 replicas, ack policy ALL): synchronous commits per second, and
+  asynchronous commits per second counted until every replica has applied them;
+* 1,000 nodes at default settings: every replica attaches, commits go through, and none is
+  detached (the issue measured every replica detached by GC pauses at ``synch_timeout``);
+* the memory an idle attached replica costs (tracemalloc, per replica);
+* the event log's cost per message: the simulated network's tracer and the log, timed on
+  their own over real frames (no scheduler in the figure).
+
+Each figure records the run's own numbers beside it (nodes, commits, detached replicas).
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+import tracemalloc
+from typing import Any
+
+import trio
+
+from ._util import Figure, log
+
+# Polling loops below wait on conditions spread over hundreds of nodes; a trio.Event per
+# condition would need hooks in hakit that a benchmark should not add.
+# ruff: noqa: ASYNC110
+
+
+async def _cluster_with_replicas(
+    cluster: Any, nursery: trio.Nursery, replicas: int, params: Any
+) -> tuple[Any, list[Any]]:
+    import hakit
+
+    master = await cluster.add_node("m")
+    master.set_master_params(params)
+    nodes = []
+    for i in range(replicas):
+        node = await cluster.add_node(f"r{i}")
+        nodes.append(node)
+        nursery.start_soon(node.attach_master, "mem:m", hakit.ReplicaParams())
+    while len(master.replicas) < replicas:
+        await trio.sleep(0.01)
+    return master, nodes
+
+
+def _detached(cluster: Any) -> int:
+    import hakit
+
+    return sum(1 for e in cluster.events if isinstance(e, hakit.ReplicaDetached))
+
+
+async def sync_commits(duration: float, nodes: int = 100) -> Figure:
+    """Synchronous commits per second, ack policy ALL, `nodes - 1` replicas."""
+    import hakit
+
+    fig = Figure("txn/s")
+    async with hakit.open_cluster(seed=1) as cluster, trio.open_nursery() as nursery:
+        params = hakit.MasterParams(max_replicas=nodes)
+        master, _ = await _cluster_with_replicas(cluster, nursery, nodes - 1, params)
+        start = time.perf_counter()
+        count = 0
+        while time.perf_counter() - start < duration:
+            async with master.transaction() as tx:
+                tx.put(f"k{count}", count)
+            count += 1
+        elapsed = time.perf_counter() - start
+        fig.add(count / elapsed)
+        fig.extra.update(nodes=nodes, commits=count, detached=_detached(cluster),
+                         events=cluster.events.total)  # fmt: skip
+        log(f"scale: {nodes} nodes, {count} sync commits in {elapsed:.2f} s")
+        nursery.cancel_scope.cancel()
+    return fig
+
+
+async def async_commits(duration: float, nodes: int = 100) -> Figure:
+    """Asynchronous commits per second, counted until every replica has applied them."""
+    import hakit
+
+    fig = Figure("txn/s")
+    async with hakit.open_cluster(seed=1) as cluster, trio.open_nursery() as nursery:
+        params = hakit.MasterParams(mode=hakit.MasterMode.ASYNC, max_replicas=nodes)
+        master, replicas = await _cluster_with_replicas(cluster, nursery, nodes - 1, params)
+        start = time.perf_counter()
+        count = 0
+        while time.perf_counter() - start < duration:
+            async with master.transaction() as tx:
+                tx.put(f"k{count}", count)
+            count += 1
+        target = master.txid
+        while min(r.txid for r in replicas) < target:
+            await trio.sleep(0.001)
+        elapsed = time.perf_counter() - start
+        fig.add(count / elapsed)
+        fig.extra.update(nodes=nodes, commits=count, detached=_detached(cluster))
+        log(f"scale: {nodes} nodes, {count} async commits applied everywhere in {elapsed:.2f} s")
+        nursery.cancel_scope.cancel()
+    return fig
+
+
+async def thousand(nodes: int = 1000, commits: int = 20) -> Figure:
+    """Replicas detached while `nodes` nodes attach and take `commits` commits (goal: 0)."""
+    import hakit
+
+    fig = Figure("replicas")
+    async with hakit.open_cluster(seed=1) as cluster, trio.open_nursery() as nursery:
+        params = hakit.MasterParams(max_replicas=nodes)
+        start = time.perf_counter()
+        master, _ = await _cluster_with_replicas(cluster, nursery, nodes - 1, params)
+        attached = time.perf_counter() - start
+        for i in range(commits):
+            async with master.transaction() as tx:
+                tx.put(f"k{i}", i)
+        await trio.sleep(2 * hakit.MasterParams().synch_timeout)  # idle, keep-alives flowing
+        detached = _detached(cluster)
+        fig.add(float(detached))
+        fig.extra.update(nodes=nodes, attach_s=round(attached, 2), commits=commits,
+                         attached_at_end=len(master.replicas))  # fmt: skip
+        log(f"scale: {nodes} nodes attached in {attached:.1f} s; {detached} detached")
+        nursery.cancel_scope.cancel()
+    return fig
+
+
+async def idle_replica_memory(replicas: int = 200) -> Figure:
+    """KiB of Python memory one more idle, attached replica costs (tracemalloc)."""
+    import hakit
+
+    fig = Figure("KiB")
+    async with hakit.open_cluster(seed=1) as cluster, trio.open_nursery() as nursery:
+        params = hakit.MasterParams(max_replicas=replicas + 10)
+        master, _ = await _cluster_with_replicas(cluster, nursery, 1, params)
+        await trio.sleep(0.5)
+        gc.collect()
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(replicas):
+            node = await cluster.add_node(f"idle{i}")
+            nursery.start_soon(node.attach_master, "mem:m", hakit.ReplicaParams())
+        while len(master.replicas) < replicas + 1:
+            await trio.sleep(0.01)
+        await trio.sleep(3 * params.keepalive_interval)  # steady state: keep-alives logged
+        gc.collect()
+        after = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        fig.add((after - before) / replicas / 1024)
+        fig.extra.update(replicas=replicas, events_kept=len(cluster.events))
+        nursery.cancel_scope.cancel()
+    return fig
+
+
+def event_log_cost(messages: int = 200_000) -> Figure:
+    """Microseconds the tracer and the event log add per message (sent + delivered)."""
+    import hakit
+    from hakit._runtime._cluster import _Tracer
+    from hakit.protocol._messages import encode_txns, pack_entry
+    from hakit.transports._memory import Route
+
+    fig = Figure("us")
+    log_ = hakit.EventLog(canonical=True)
+    tracer = _Tracer(log_)
+    route = Route("m", "r1", "r1>m#0", False)
+    frame = encode_txns(1, [pack_entry(7, 1, [[0, "key", "value-" * 8]])])[4:]
+    start = time.perf_counter()
+    for i in range(messages):
+        t = i * 1e-4
+        tracer.message("sent", t, route, i, frame, "", t, t, 0, "")
+        tracer.message("delivered", t + 5e-5, route, i, frame, "", t, None, 0, "")
+    elapsed = time.perf_counter() - start
+    fig.add(elapsed / messages * 1e6)
+    fig.extra.update(messages=messages, ring=log_.capacity, dropped=log_.dropped)
+    return fig
