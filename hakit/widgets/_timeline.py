@@ -8,7 +8,9 @@ and HTML files for slides.
 
 from __future__ import annotations
 
+import math
 import os
+import time
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
@@ -74,6 +76,9 @@ class Timeline(anywidget.AnyWidget):
         self._source = events if live and isinstance(events, hakit.EventLog) else None
         self._events: deque[hakit.Event] = deque(maxlen=LIVE_EVENTS if live else None)
         self._cursor = 0
+        self._drawn_at = -math.inf
+        #: The least time between two redraws of a live timeline (seconds).
+        self.min_interval = 0.5
         if self._source is None:
             self._events.extend(events)
         self._dropped = events.dropped if isinstance(events, hakit.EventLog) else 0
@@ -91,7 +96,16 @@ class Timeline(anywidget.AnyWidget):
         return cls(hakit.EventLog.load(path), **kwargs)
 
     def refresh(self, *, force: bool = False) -> bool:
-        """Read what a live log has added and redraw; return whether anything changed."""
+        """Read what a live log has added and redraw; return whether anything changed.
+
+        A live timeline redraws at most every `min_interval` seconds (unless `force`), so a
+        busy cluster leaves the kernel responsive; what arrives meanwhile is kept.
+        """
+        if self._source is not None and not force:
+            clock = time.monotonic()
+            if clock - self._drawn_at < self.min_interval:
+                return False
+            self._drawn_at = clock
         if self._source is not None:
             new, self._cursor = self._source.read(self._cursor)
             self._events.extend(new)

@@ -73,6 +73,7 @@ def test_a_live_timeline_of_the_notebook_cluster(aio) -> None:
     async def main() -> None:
         cluster, _ = await demo_cluster()
         timeline = Timeline(cluster.cluster.events, live=True)
+        timeline.min_interval = 0.0
         kinds = {m["kind"] for m in timeline.data["messages"]}
         assert {"HELLO", "WELCOME", "ACK"} <= kinds
         await cluster.write("x", 1)

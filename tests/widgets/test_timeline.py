@@ -125,11 +125,14 @@ async def test_a_live_timeline_follows_the_cluster(
         await handshake(cluster, nursery)
         timeline = Timeline(cluster.events, live=True)
         assert timeline.follow
+        timeline.min_interval = 0.0
         before = len(timeline.data["messages"])
         assert not timeline.refresh()  # nothing new
         await commit(cluster["m"], more=1)
         await trio.sleep(0.1)
-        assert timeline.refresh()
+        timeline.min_interval = 3600.0  # a redraw just happened: the next waits...
+        assert not timeline.refresh()
+        assert timeline.refresh(force=True)  # ...unless forced
         assert len(timeline.data["messages"]) > before
         ack = [m for m in timeline.data["messages"] if m["kind"] == "ACK"][-1]
         assert timeline.state_at(ack["sent"])["r"]["txid"] == 2
