@@ -470,7 +470,9 @@ class Harness:
         # Liveness once healed: a write on the final master commits and reaches everyone.
         self.start_write(final, 1)
         write = self.writes[-1]
-        with trio.move_on_after(SETTLE / 3):
+        # SETTLE, not less: a chunk lost before the heal may still wait out TCP's doubling
+        # retransmission timeouts (up to ~12.6 s on the simulated network) after it.
+        with trio.move_on_after(SETTLE):
             while self.writes_running:
                 await self.writes_idle.wait()
             while not all(self._joined(n, final) for n in others):  # noqa: ASYNC110
@@ -485,9 +487,11 @@ class Harness:
 
     @staticmethod
     def _joined(node: hakit.Node, final: hakit.Node) -> bool:
+        # Both ends must agree: a replica may not yet know that the master dropped its link.
         return (
             node.role is Role.REPLICA
             and node.statistics().master == final.name
+            and node.name in final.replicas
             and node.txid == final.txid
         )
 
