@@ -329,7 +329,7 @@ def _tip(message: dict[str, Any]) -> str:
 def timeline_svg(data: dict[str, Any], *, title: str = "") -> str:
     """Draw the timeline as a standalone SVG document (tooltips hold each arrow's fields)."""
     esc = html.escape
-    width = _LEFT + _LANE_GAP * max(len(data["lanes"]), 1) + 20
+    width = _LEFT + _LANE_GAP * max(len(data["lanes"]), 1) + 120  # room for the last tags
     height = _TOP + _ROW * max(len(data["rows"]), 1) + 30
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '

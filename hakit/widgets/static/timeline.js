@@ -96,7 +96,8 @@ function draw(model, root, ui) {
   if (!data.lanes) data.lanes = [];
   const rows = data.rows || [];
   const lastRow = Math.max(rows.length - 1, 0);
-  const width = LEFT + LANE * Math.max(data.lanes.length, 1) + 24;
+  // Room on the right for the tags of the last lane and for the band labels.
+  const width = LEFT + LANE * Math.max(data.lanes.length, 1) + 120;
   const height = rowY(lastRow) + ROW;
 
   // Lane names stay on top while the body scrolls.
