@@ -31,6 +31,8 @@ GROUPS = {
     "channels": ("msg_rpc", "channel"),
     "scale": ("scale_log", "scale_idle", "scale_sync", "scale_async", "scale_1000"),
 }
+#: Steps that measure several figures (three security modes x three scenarios) get longer.
+STEP_TIMEOUT_SCALE = {"security": 4}
 
 
 def _steps(cfg: Config, quick: bool) -> list[tuple[str, Step]]:
@@ -119,6 +121,11 @@ def _steps(cfg: Config, quick: bool) -> list[tuple[str, Step]]:
 
         return {"scale_1000_detached": await thousand()}
 
+    async def security() -> dict[str, Figure]:
+        from ._security import security as measure
+
+        return await measure(cfg)
+
     steps: list[tuple[str, Step]] = [
         ("oneway", oneway_2),
         ("async", async_2),
@@ -130,6 +137,7 @@ def _steps(cfg: Config, quick: bool) -> list[tuple[str, Step]]:
         ("force", force),
         ("msg_rpc", msg_rpc),
         ("channel", channel),
+        ("security", security),
     ]
     if not quick:
         steps.insert(0, ("oneway1", oneway_1))
@@ -155,7 +163,7 @@ async def _run(
         log(f"{name}: ref_cpu {ref[-1] / 1e6:.1f} M loops/s")
         before = _load.sample()
         try:
-            with trio.fail_after(timeout):
+            with trio.fail_after(timeout * STEP_TIMEOUT_SCALE.get(name, 1)):
                 figures = await step()
         except Exception as exc:
             errors[name] = f"{type(exc).__name__}: {exc}"

@@ -212,6 +212,22 @@ async def _handrx_main() -> None:
 
 
 # -- hakit nodes ------------------------------------------------------------------------------
+def security() -> dict[str, Any]:
+    """The `open_node` security keywords `bench._security` passes in the environment."""
+    import hakit
+
+    secret = os.environ.get("HAKIT_BENCH_SECRET")
+    if secret:
+        return {"secret": secret}
+    tls = os.environ.get("HAKIT_BENCH_TLS")
+    if tls:
+        cert, key, ca = tls.split(":")
+        server = hakit.TlsConfig.from_files(cert=cert, key=key).server
+        client = hakit.TlsConfig.from_files(ca=ca).client
+        return {"tls": hakit.TlsConfig(server=server, client=client)}
+    return {}
+
+
 async def _responder_main() -> None:
     import hakit
 
@@ -219,7 +235,7 @@ async def _responder_main() -> None:
         if msg.need_response:
             await msg.respond(*msg.parts)
 
-    async with hakit.open_node("responder", address="127.0.0.1:0") as node:
+    async with hakit.open_node("responder", address="127.0.0.1:0", **security()) as node:
         node.set_msg_dispatch(echo)
         emit("ready", address=node.address)
         await trio.sleep_forever()
@@ -233,7 +249,10 @@ async def _replica_main(name: str) -> None:
     def on_notification(what: hakit.Notification, detail: str) -> None:
         times.setdefault(what.value, now())
 
-    async with hakit.open_node(name, address="127.0.0.1:0") as node, trio.open_nursery() as nursery:
+    async with (
+        hakit.open_node(name, address="127.0.0.1:0", **security()) as node,
+        trio.open_nursery() as nursery,
+    ):
         emit("ready", address=node.address)
         attached = trio.Event()
         attached.set()

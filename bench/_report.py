@@ -429,6 +429,35 @@ def goals(results: dict[str, Any], snapshot_keys: int) -> list[Goal]:
             "",
             "",
         )
+    # Link security, each against the plain figure measured in alternation with it.
+    add(
+        "tls_sync1",
+        "TLS: sync commit, 1 writer (TLS costs <= 30%)",
+        0.7,
+        True,
+        "txn/s",
+        "tls_sync_1",
+        "plain_sync_1",
+        "the same without TLS, measured in alternation",
+        relative=True,
+    )
+    for key, title, measured, plain in (
+        ("auth_sync1", "sync commit, 1 writer", "auth_sync_1", "plain_sync_1"),
+        ("auth_sync16", "sync commit, 16 writers", "auth_sync_16", "plain_sync_16"),
+        ("auth_channel1", "channel request/response, 1 outstanding", "auth_channel_1",
+         "plain_channel_1"),
+    ):  # fmt: skip
+        add(
+            key,
+            f"cluster secret: {title} (nothing measurable after the handshake)",
+            0.95,
+            True,
+            fig(measured).unit if fig(measured) else "",
+            measured,
+            plain,
+            "the same without a secret, measured in alternation",
+            relative=True,
+        )
     return out
 
 
