@@ -32,7 +32,7 @@ GROUPS = {
     "scale": ("scale_log", "scale_idle", "scale_sync", "scale_async", "scale_1000"),
 }
 #: Steps that measure several figures (three security modes x three scenarios) get longer.
-STEP_TIMEOUT_SCALE = {"security": 4}
+STEP_TIMEOUT_SCALE = {"security": 6}
 
 
 def _steps(cfg: Config, quick: bool) -> list[tuple[str, Step]]:

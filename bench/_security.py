@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -87,14 +87,18 @@ async def security(cfg: Config) -> dict[str, Figure]:
     # Nine figures: a quick run (one repetition each) redoes a disturbed one at most once.
     retries = 1 if cfg.reps <= 1 else RETRIES
     async with _pki_dir() as pki, AsyncExitStack() as stack:
+        # Every child is started at once (they import hakit in parallel), each under its
+        # mode's environment, and killed when the step ends.
+        replicas = _spawn(stack, "replica", pki, lambda mode: [f"s-{mode}"])
+        responders = _spawn(stack, "responder", pki, lambda mode: [])
         masters: dict[str, hakit.Node] = {}
         for mode in MODES:
             master = await stack.enter_async_context(
                 hakit.open_node(f"master-{mode}", address="127.0.0.1:0", **_node_kwargs(mode, pki))
             )
             master.set_master_params(hakit.MasterParams())
-            with _child_env(mode, pki):
-                proc = await stack.enter_async_context(_proc.child("replica", f"s-{mode}"))
+            proc = replicas[mode]
+            proc.ready = await proc.expect("ready", 60.0)
             await attach(master, proc)
             masters[mode] = master
         for writers in (1, 16):
@@ -115,8 +119,8 @@ async def security(cfg: Config) -> dict[str, Figure]:
         figs = {mode: Figure("req/s", extra={"outstanding": 1, "mode": mode}) for mode in MODES}
         channels: dict[str, hakit.Channel] = {}
         for mode in MODES:
-            with _child_env(mode, pki):
-                responder = await stack.enter_async_context(_proc.child("responder"))
+            responder = responders[mode]
+            responder.ready = await responder.expect("ready", 60.0)
             kwargs = _node_kwargs(mode, pki)
             if mode == "tls":  # a requester only dials: it needs the CA, not a certificate
                 kwargs = {"tls": hakit.TlsConfig.from_files(ca=pki["ca"])}
@@ -135,6 +139,17 @@ async def security(cfg: Config) -> dict[str, Figure]:
         if not key.startswith("plain"):
             fig.extra["paired_with_ceiling"] = True  # repetition i beside plain's i
     return figures
+
+
+def _spawn(
+    stack: AsyncExitStack, role: str, pki: dict[str, str], args: Callable[[str], list[str]]
+) -> dict[str, _proc.Child]:
+    procs: dict[str, _proc.Child] = {}
+    for mode in MODES:
+        with _child_env(mode, pki):
+            procs[mode] = _proc.Child(role, args(mode))
+        stack.callback(procs[mode].kill)
+    return procs
 
 
 def _log_modes(what: str, figs: dict[str, Figure]) -> None:
