@@ -110,15 +110,16 @@ class MasterSide:
         self.commit_failures = 0
 
     # -- becoming and stopping a master --------------------------------------------------------
-    def set_params(self, params: MasterParams) -> None:
+    def set_params(self, params: MasterParams, *, force: bool = False) -> None:
         node = self._node
-        if node._role is not Role.MASTER and self.killed is not None and self.writes_disabled:
+        if node._role is not Role.MASTER and self.killed is not None and not force:
             # It handed over (or saw proof of a newer history): a newer master may hold
             # acknowledged transactions this node lacks, and promoting it would lose them.
             raise LocalProtocolError(
                 f"node {node.name!r} stepped down for {self.killed.new_master} "
                 f"(generation {self.killed.generation}), which may hold transactions it lacks: "
-                "attach it to the current master first (it resyncs), then promote it"
+                "attach it to the current master first (it resyncs), then promote it, or pass "
+                "force=True to accept losing them"
             )
         self.params = params
         node._resize_log(params.trans_log_length)

@@ -451,11 +451,17 @@ class Node:
             await framed.aclose()
 
     # -- master side (implemented in _master_side.py) -------------------------------------------
-    def set_master_params(self, params: MasterParams | None = None) -> None:
+    def set_master_params(self, params: MasterParams | None = None, *, force: bool = False) -> None:
         """Make this node a master with `params` (or update them).
 
-        Becoming a master raises the generation by one (DESIGN 4.5), so that every history is
-        named by the master that wrote it.
+        Becoming a master raises the generation by one (DESIGN 4.5) and mints a new history id
+        (`history_id`), so that every history is named by the master that wrote it.
+
+        Args:
+            params: the master parameters (default: `MasterParams()`).
+            force: promote even a node that stepped down for a newer master and has not
+                resynced from it since: the newer master's acknowledged transactions that this
+                node lacks are then lost (its replicas discard them, see `discarded`).
 
         Raises:
             LocalProtocolError: the node is attached as a replica, or it stepped down for a
@@ -470,7 +476,7 @@ class Node:
             raise LocalProtocolError(
                 f"node {self.name!r} is attached as a replica; stop it before making it a master"
             )
-        self._master.set_params(params)
+        self._master.set_params(params, force=force)
 
     def _resize_log(self, length: int) -> None:
         if self._log.maxlen != length:

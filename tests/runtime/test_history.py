@@ -321,7 +321,10 @@ async def test_a_deposed_master_that_keeps_writing_is_repromoted_past_the_new_ge
     assert master.generation == 2  # it saw generation 2 and remembers it
     result = await commit(master, local=1)
     assert result.generation == 1 and result.history != r1.history_id  # still its own
-    master.set_master_params(params)
+    # Promoting it again would make it the newest master without r1's writes: only forced.
+    with pytest.raises(hakit.LocalProtocolError, match="force=True"):
+        master.set_master_params(params)
+    master.set_master_params(params, force=True)
     assert (master.generation, r1.generation) == (3, 2)
     assert master.history_id not in (r1.history_id, result.history)
 
