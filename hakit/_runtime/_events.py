@@ -39,11 +39,16 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class RoleChanged(Event):
-    """The node's role changed."""
+    """The node's role changed; `history` is its history id then (see `Node.history_id`).
+
+    Two nodes promoted by hand while cut off can become masters of one generation, never of
+    one history.
+    """
 
     old: str
     new: str
     generation: int
+    history: str = ""
 
     def describe(self) -> str:
         return f"role {self.old} -> {self.new} (generation {self.generation})"

@@ -396,7 +396,14 @@ class Node:
         if role is not self._role:
             old, self._role = self._role, role
             self._record(
-                RoleChanged(self._now(), self.name, old.value, role.value, self.generation)
+                RoleChanged(
+                    self._now(),
+                    self.name,
+                    old.value,
+                    role.value,
+                    self.generation,
+                    self.history_id,
+                )
             )
         self._role_changed.set()
         self._role_changed = trio.Event()

@@ -50,6 +50,14 @@ async def test_hand_promoted_histories_diverge_and_the_replica_keeps_what_it_dis
     nodes: Nodes, clock: MockClock, nursery: trio.Nursery
 ) -> None:
     master, replica = await two_hand_promoted_masters(nodes, nursery)
+    promotions = [
+        (event.node, event.generation, event.history)
+        for node in (master, replica)
+        for event in node.events.of_type(hakit.RoleChanged)
+        if isinstance(event, hakit.RoleChanged) and event.new == "master"
+    ]
+    assert promotions[-1][1] == promotions[-2][1] == 2  # masters of one generation...
+    assert promotions[-1][2] != promotions[-2][2]  # ...never of one history
     replica.stop_master()
     notes: list[tuple[Notification, str]] = []
     params = ReplicaParams(on_notification=lambda what, detail: notes.append((what, detail)))
