@@ -24,9 +24,8 @@ SWEEP = range(0, 200)
 
 #: Sweep seeds that fail for a known, open finding (/work/coord/findings.md): each one is a
 #: strict xfail below, so it must be removed here once its finding is fixed.
-KNOWN = {
-    87: "F3: a deposed master with disable_writes_on_kill=False is re-promoted without resync",
-}
+#: (F3, seed 87, is fixed: a deposed master is re-promoted only after a resync or with force.)
+KNOWN: dict[int, str] = {}
 
 
 def test_fixed_seed_sweep() -> None:
