@@ -55,11 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     ran = 0
     failures: dict[str, list[Outcome]] = {}
     kinds: dict[str, int] = {}
+    totals: dict[str, int] = {}
     for seed in range(args.seed, args.seed + args.schedules):
         if time.monotonic() > deadline:
             break
         outcome = run(*generate(seed, sqlite_every=args.sqlite_every))
         ran += 1
+        for key, value in outcome.counts.items():
+            totals[key] = totals.get(key, 0) + value
         if not outcome.ok:
             failures.setdefault(signature(outcome), []).append(outcome)
             for kind in outcome.kinds:
@@ -73,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     last = args.seed + ran - 1
     print(f"torture: seeds {args.seed}..{last}: {ran} schedules in {elapsed:.0f} s, "
           f"{failed} with violations, {kinds.get('crash', 0)} with crashes")  # fmt: skip
+    print("  totals: " + ", ".join(f"{key} {value}" for key, value in totals.items()))
     for kind, count in sorted(kinds.items()):
         print(f"  {kind}: {count} schedules")
     for sig, outcomes in sorted(failures.items(), key=lambda item: -len(item[1])):
@@ -80,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         more = f" (+{len(outcomes) - 8})" if len(outcomes) > 8 else ""
         print(f"  {len(outcomes):4d} x {sig}  seeds {seeds}{more}")
     if args.record:
-        _record(args, ran, elapsed, failed, kinds, failures)
+        _record(args, ran, elapsed, failed, kinds, failures, totals)
     chosen = sorted(failures.items(), key=lambda item: -len(item[1]))[: args.shrink]
     shrink_deadline = time.monotonic() + args.shrink_minutes * 60
     for index, (sig, outcomes) in enumerate(chosen):
@@ -102,6 +106,7 @@ def _record(
     failed: int,
     kinds: dict[str, int],
     failures: dict[str, list[Outcome]],
+    totals: dict[str, int],
 ) -> None:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
@@ -112,6 +117,7 @@ def _record(
         f"Seeds {args.seed}..{args.seed + ran - 1} ({ran} schedules, "
         f"SQLite every {args.sqlite_every}), {elapsed:.0f} s wall: **{failed} with violations, "
         f"{kinds.get('crash', 0)} with crashes**.\n",
+        "Totals: " + ", ".join(f"{key} {value}" for key, value in totals.items()) + ".\n",
     ]
     if failures:
         lines.append("\n| schedules | first violation | seeds |\n|---|---|---|\n")
