@@ -52,6 +52,7 @@ from ._runtime._params import (
     TransactionRecord,
 )
 from ._runtime._security import InsecureListenerWarning, TlsConfig
+from ._runtime._spawn import NodeProcess, spawn_node
 from ._runtime._statistics import ChannelStatistics, LinkStatistics, NodeStatistics
 from ._version import __version__
 from .protocol import (
@@ -127,6 +128,7 @@ __all__ = [
     "NodeClosedError",
     "NodeCrashed",
     "NodeLimits",
+    "NodeProcess",
     "NodeRestarted",
     "NodeStatistics",
     "NotMasterError",
@@ -154,6 +156,7 @@ __all__ = [
     "cancel",
     "open_cluster",
     "open_node",
+    "spawn_node",
 ]
 
 # Public classes report themselves as hakit.X, not hakit._runtime._node.X (as trio does).

@@ -23,6 +23,8 @@ PUBLIC = {
     "NodeRestarted",
     # link security
     "TlsConfig", "InsecureListenerWarning",
+    # nodes in child processes
+    "spawn_node", "NodeProcess",
     # message channels
     "Channel", "ChannelMessage", "EID_MASTER",
     # errors
