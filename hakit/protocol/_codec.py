@@ -184,6 +184,10 @@ class FrameDecoder:
         """How many received bytes are waiting for the rest of their frame."""
         return len(self._buffer)
 
+    def clear(self) -> None:
+        """Drop whatever is buffered (the connection is over: free its memory now)."""
+        self._buffer = bytearray()
+
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Append received bytes."""
         self._buffer += data

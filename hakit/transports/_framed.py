@@ -163,7 +163,11 @@ class FramedStream(trio.abc.AsyncResource):
         self._charged = 0
 
     async def aclose(self) -> None:
-        """Close the underlying stream."""
+        """Close the underlying stream, and free what was buffered of an unfinished frame."""
         self._release()
         self._budget = None
+        # Whatever still refers to this object (a task's frame, a cycle not yet collected)
+        # must not keep a partial frame of up to max_frame_size alive.
+        self._decoder.clear()
+        self.partial_since = None
         await self.stream.aclose()
