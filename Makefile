@@ -11,7 +11,7 @@ SHELL := bash
 .DELETE_ON_ERROR:
 .DEFAULT_GOAL := test
 
-.PHONY: venv demo test lint bench torture clean distclean
+.PHONY: venv demo test lint bench torture fuzz clean distclean
 
 venv: $(STAMP)
 
@@ -43,6 +43,11 @@ MINUTES ?= 9
 torture: venv
 	nice -n 10 $(BIN)/python -m torture --seed $(SEED) --schedules $(SCHEDULES) \
 		--minutes $(MINUTES) $(TORTURE_ARGS)
+
+# The frame fuzzer's full run (fuzz/RESULTS.md): 1,000,000 frames or 10 minutes, niced.
+FUZZ_ARGS ?= --frames 1000000 --minutes 10 --workers 16
+fuzz: venv
+	nice -n 10 $(BIN)/python -m fuzz $(FUZZ_ARGS)
 
 # Build artefacts and caches; the venv stays (see distclean).
 clean:

@@ -30,8 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     for failure in report.failures:
         print(f"FAILED: {failure}", file=sys.stderr)
     if report.failure_file:
-        print(f"recent cases saved to {report.failure_file} "
-              f"(replay: python -m fuzz --replay {report.failure_file})", file=sys.stderr)  # fmt: skip
+        path = report.failure_file
+        print(f"recent cases saved to {path} (replay: python -m fuzz --replay {path})",
+              file=sys.stderr)  # fmt: skip
     return 1 if report.failures else 0
 
 

@@ -42,6 +42,8 @@ class Case:
     #: end), or "hold" (keep the connection open `hold` seconds first: slow and partial).
     ending: str = "close"
     hold: float = 0.0
+    #: How many of `frames` (at their start) are valid channel traffic, not hostile.
+    valid: int = 0
     #: Send the frames this many bytes at a time, pausing `pause` s between writes.
     chunk: int = 0
     pause: float = 0.0
@@ -159,7 +161,12 @@ class Generator:
         """The wire form of a plausible message of class `cls`."""
         wire: list[Any] = [int(cls.KIND)]
         for f in dataclasses.fields(cls):
-            wire.append(self._plausible(f.name, str(f.type)))
+            if f.default_factory is not dataclasses.MISSING and self.rng.random() < 0.7:
+                wire.append(f.default_factory())
+            elif f.default is not dataclasses.MISSING and self.rng.random() < 0.7:
+                wire.append(f.default)
+            else:
+                wire.append(self._plausible(f.name, str(f.type)))
         if cls is m.Txns:
             wire[2:] = [[self.rng.randint(1, 9), self.generation, [[0, "k", 1]]]]
         return wire
@@ -274,8 +281,10 @@ class Generator:
             # the connection, and nothing after it is read), then the hostile frames.
             valid = [self._request() for _ in range(rng.choice((0, 4, 16, 32, 64)))]
             frames = valid + frames
+        else:
+            valid = []
         ending = "drain" if rng.random() < 0.3 else "close"
-        return Case(self.count, kind, opening, frames, ending)
+        return Case(self.count, kind, opening, frames, ending, valid=len(valid))
 
     def _request(self) -> bytes:
         """A valid channel request or one-way message, of a few parts."""

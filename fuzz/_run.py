@@ -58,6 +58,8 @@ class Report:
 
     seed: int
     frames: int = 0
+    #: Of `frames`: the hostile ones (the rest is valid channel traffic sent before them).
+    hostile_frames: int = 0
     cases: int = 0
     connections_refused_early: int = 0
     writes_acked: int = 0
@@ -69,6 +71,8 @@ class Report:
     master_events: int = 0
     refused: int = 0
     seconds: float = 0.0
+    master_cpu_seconds: float = 0.0
+    fuzzer_cpu_seconds: float = 0.0
     failure_file: str | None = None
     top: str = ""
 
@@ -117,6 +121,14 @@ class Process:
         self.stderr.close()
         with suppress(OSError):
             self.err_path.unlink()
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` so far."""
+    with suppress(OSError), open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return 0.0
 
 
 def _rss_kib(pid: int) -> int:
@@ -188,14 +200,17 @@ class Run:
 
     async def _check_writes(self, txid: int) -> None:
         with trio.fail_after(60):
-            while json.loads(await self.ask(self.replica.address, b"stats"))["txid"] < txid:
+            # Another process's state: polled, there is nothing local to wait on.
+            while json.loads(await self.ask(self.replica.address, b"stats"))["txid"] < txid:  # noqa: ASYNC110
                 await trio.sleep(0.05)
         on_master = msgpack.unpackb(await self.ask(self.master.address, b"dump", self.token))
         on_replica = msgpack.unpackb(await self.ask(self.replica.address, b"dump"))
         for where, items in (("master", on_master), ("replica", on_replica)):
             lost = [k for k, v in self.acked.items() if items.get(k) != v]
             if lost:
-                raise FuzzFailure(f"{len(lost)} acknowledged writes lost on the {where}: {lost[:5]}")
+                raise FuzzFailure(
+                    f"{len(lost)} acknowledged writes lost on the {where}: {lost[:5]}"
+                )
 
     # -- the writer ---------------------------------------------------------------------------
     async def write_forever(self) -> None:
@@ -236,6 +251,7 @@ class Run:
             with trio.CancelScope(shield=True):
                 await stream.aclose()
         self.report.frames += len(case.frames)
+        self.report.hostile_frames += len(case.frames) - case.valid
         self.report.cases += 1
 
     async def _send_case(self, stream: trio.SocketStream, case: Case) -> None:
@@ -264,14 +280,8 @@ class Run:
         if case.opening == "channel":
             return m.ChannelHello(gen, f"fz{case.id}", "hakit", m.PROTOCOL_VERSION).encode()
         # A replica that attaches under a fresh name; it never asks to take over.
-        wire: list[Any] = [int(m.Kind.HELLO)]
-        for f in m.Hello.__dataclass_fields__.values():
-            wire.append({
-                "generation": gen, "version": m.PROTOCOL_VERSION, "cluster": "hakit",
-                "node": f"fz{case.id}", "txid": 0, "last_generation": 0, "flags": 0,
-                "address": None,
-            }.get(f.name))  # fmt: skip
-        return hakit.protocol.encode_frame(wire)
+        hello = m.Hello(gen, m.PROTOCOL_VERSION, "hakit", f"fz{case.id}", 0, 0, 0, None)
+        return hello.encode()
 
     async def attacker(self, cases: Iterable[Case], nursery: trio.Nursery) -> None:
         for case in cases:
@@ -338,6 +348,8 @@ async def _main(run: Run, frames: int, minutes: float, workers: int) -> None:
             report.rss_peak_kib = max(report.rss_peak_kib, report.rss_end_kib)
             nursery.cancel_scope.cancel()
     report.seconds = round(time.monotonic() - started, 1)
+    report.master_cpu_seconds = round(_cpu_seconds(run.master.popen.pid), 1)
+    report.fuzzer_cpu_seconds = round(_cpu_seconds(os.getpid()), 1)
 
 
 def fuzz(seed: int, frames: int, minutes: float, workers: int = 4) -> Report:
@@ -369,7 +381,9 @@ def _leaves(error: BaseException) -> list[BaseException]:
 
 
 def _save(run: Run) -> str:
-    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"fuzz-failure-seed{run.seed}-{os.getpid()}.json"
+    path = (
+        Path(os.environ.get("TMPDIR", "/tmp")) / f"fuzz-failure-seed{run.seed}-{os.getpid()}.json"
+    )
     body = {
         "seed": run.seed,
         "failures": run.report.failures,

@@ -108,8 +108,7 @@ def _master_stats(node: hakit.Node, start_generation: int) -> dict[str, Any]:
         "txid": node.txid,
         "replicas": node.replicas,
         "detached": [
-            [e.replica, e.reason.name, e.detail]
-            for e in node.events.of_type(hakit.ReplicaDetached)
+            [e.replica, e.reason.name, e.detail] for e in node.events.of_type(hakit.ReplicaDetached)
         ],
         "role_changes": len(node.events.of_type(hakit.RoleChanged)),
         "refused": stats.refused_connections,
@@ -149,7 +148,8 @@ async def replica(master_address: str) -> None:
 
             nursery.start_soon(attach)
             with trio.fail_after(30):
-                while node.role is not hakit.Role.REPLICA:
+                # attach_master has no "attached" callback to wait on: poll the role.
+                while node.role is not hakit.Role.REPLICA:  # noqa: ASYNC110
                     await trio.sleep(0.01)
             _announce(node.address)
             await trio.sleep_forever()
