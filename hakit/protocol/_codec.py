@@ -98,10 +98,12 @@ class DecodeLimits:
 
 
 #: Limits of the first frame of an incoming connection (`Hello`, `Cancel`, `ChannelHello`) and
-#: of what an attached replica sends its master (acks, keepalives, force-master requests): all
-#: small messages of a few scalars, from a peer not trusted yet.
+#: of what an attached replica sends its master (acks, keepalives, force-master requests): small
+#: messages from a peer not trusted yet. The largest is a `Hello` with a full history (256
+#: entries of two scalars, see `_history.MAX_HISTORY`); the 64 KiB frame size alone bounds a
+#: decode to a few megabytes.
 HANDSHAKE_LIMITS = DecodeLimits(
-    max_frame_size=64 * 1024, max_array_len=64, max_map_len=64, max_containers=64
+    max_frame_size=64 * 1024, max_array_len=1024, max_map_len=64, max_containers=1024
 )
 
 #: The most parts a channel message or answer may have.

@@ -257,3 +257,15 @@ def test_limits_can_be_raised_after_the_first_frame_but_not_past_the_maximum() -
         decoder.drain()
     with pytest.raises(ValueError, match="max_containers"):
         DecodeLimits(max_containers=-1)
+
+
+def test_a_hello_with_the_longest_history_fits_the_handshake_limits() -> None:
+    from hakit.protocol import HANDSHAKE_LIMITS
+    from hakit.protocol import _messages as m
+    from hakit.protocol._history import MAX_HISTORY, MAX_HISTORY_ID
+
+    history = [["h" * MAX_HISTORY_ID, n + 1] for n in range(MAX_HISTORY)]
+    hello = m.Hello(9, m.PROTOCOL_VERSION, "hakit", "r" * 100, 10**9, 8, 0, "x" * 200, history)
+    decoder = FrameDecoder(limits=HANDSHAKE_LIMITS)
+    decoder.feed(hello.encode())
+    assert m.parse_message(decoder.drain()[0]) == hello
