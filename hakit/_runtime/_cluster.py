@@ -20,6 +20,10 @@ from ._params import NodeLimits
 from ._statistics import NodeStatistics
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 @dataclass(frozen=True, slots=True)
 class ClusterStatistics:
     """Every node's statistics at one moment.
@@ -115,6 +119,16 @@ class Cluster:
         # Read outside the trio run, the log is as of the last activity.
         with suppress(RuntimeError):
             self.network.advance()
+
+    def __repr__(self) -> str:
+        nodes = ", ".join(
+            f"{name} ({node.role.value}, txid {node.txid})" for name, node in self._nodes.items()
+        )
+        return (
+            f"<hakit.Cluster {self.cluster_name!r} seed={self.seed}: "
+            f"{_count(len(self._nodes), 'node')}{': ' + nodes if nodes else ''}; "
+            f"{_count(len(self.events), 'event')}>"
+        )
 
     def _log(self, event: Event) -> None:
         self.network.advance()  # deliveries due before this event are logged before it

@@ -598,7 +598,7 @@ async def test_handler_error_reaches_the_requester_and_the_node_carries_on(
     await ch.send_msg(b"bad one-way")
     assert await ch.send_request(b"good") == b"fine"
     await wait_until(lambda: len(b.events.of_type(hakit.ChannelHandlerFailed)) == 2)
-    details = [e.detail for e in b.events.of_type(hakit.ChannelHandlerFailed)]  # type: ignore[attr-defined]
+    details = [e.detail for e in b.events.of_type(hakit.ChannelHandlerFailed)]
     assert details == ["KeyError: 'no such order'", "RuntimeError: boom"]
     assert b.statistics().channels.handler_errors == 2
 
@@ -751,7 +751,7 @@ async def test_another_cluster_is_refused(nodes: Nodes, clock: trio.testing.Mock
     with pytest.raises(hakit.UnavailableError, match="cluster 'elsewhere'"):
         await intruder.channel(addr(b)).send_request(b"x")
     (refused,) = b.events.of_type(hakit.ConnectionRefused)
-    assert refused.peer == "intruder"  # type: ignore[attr-defined]
+    assert refused.peer == "intruder"
 
 
 async def test_another_protocol_version_is_refused(
@@ -925,7 +925,7 @@ async def test_between_processes(echo_process: str) -> None:
         with pytest.raises(hakit.BufferSmallError):
             await ch.send_request([b"two", b"parts"])
         (connected,) = node.events.of_type(hakit.ChannelConnected)
-        assert connected.peer == "echoer"  # type: ignore[attr-defined]
+        assert connected.peer == "echoer"
 
 
 async def test_the_demo_asks_the_master_over_a_channel() -> None:

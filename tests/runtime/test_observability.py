@@ -101,3 +101,22 @@ async def test_replication_over_a_unix_socket(io_clock: MockClock, nursery: trio
         assert replica.get("a") == 1
         master.detach_replica("r1")
         assert await run.wait() is StopReason.MASTER_REQUESTED_DISCONNECT
+
+
+async def test_event_log_and_cluster_say_what_they_hold(autojump_clock: MockClock) -> None:
+    async with hakit.open_cluster(seed=3) as cluster:
+        assert repr(cluster) == "<hakit.Cluster 'hakit' seed=3: 0 nodes; 0 events>"
+        master = await cluster.add_node("alpha")
+        master.set_master_params(MasterParams())
+        await cluster.add_node("beta")
+        assert repr(cluster) == (
+            "<hakit.Cluster 'hakit' seed=3: 2 nodes: alpha (master, txid 0), "
+            "beta (standalone, txid 0); 1 event>"
+        )
+        assert repr(master.events) == (
+            "<hakit.EventLog: 1 event, last at t=0: [alpha] role standalone -> master "
+            "(generation 1)>"
+        )
+        (changed,) = master.events.of_type(hakit.RoleChanged)
+        assert changed.new == "master"  # typed: of_type returns list[RoleChanged]
+        assert [type(event) for event in master.events] == [hakit.RoleChanged]
