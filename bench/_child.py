@@ -288,7 +288,7 @@ async def _replica_main(name: str) -> None:
                 reason=reason.name,
                 role=node.role.value,
                 generation=node.generation,
-                txid=tx.result.txid if tx.result else None,
+                txid=tx.result.txid,
             )
 
         lines = LineReader(trio.lowlevel.FdStream(os.dup(0)))

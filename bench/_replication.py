@@ -140,7 +140,7 @@ async def _writers(
             t1 = now()
             lat.append(t1 - t)
             n += 1
-            if tx.result is None or not tx.result.acked:
+            if not tx.result.acked:
                 unacked += 1
             if t1 >= deadline:
                 break

@@ -18,6 +18,7 @@ from ._events import Event, EventLog, MessageEvent, NetworkChanged, NodeCrashed,
 from ._node import Node
 from ._params import NodeLimits
 from ._statistics import NodeStatistics
+from ._unwrap import open_unwrapping_nursery
 
 
 def _count(n: int, noun: str) -> str:
@@ -289,6 +290,8 @@ async def open_cluster(
 ) -> AsyncIterator[Cluster]:
     """Run a cluster of in-kernel nodes inside the ``async with`` block.
 
+    An exception raised in the block comes out as itself (not in an `ExceptionGroup`).
+
     Args:
         seed: seeds the simulated network; same seed and script give the same event log
             (under trio's `MockClock`), as long as messages take time: give the links a
@@ -303,7 +306,7 @@ async def open_cluster(
         TypeError, ValueError: a bad `secret`.
     """
     cluster_secret = None if secret is None else check_secret(secret)
-    async with trio.open_nursery() as nursery:
+    async with open_unwrapping_nursery() as nursery:  # the user's error comes out as itself
         cluster = Cluster(
             nursery, seed=seed, cluster_name=cluster_name, secret=cluster_secret, latency=latency
         )

@@ -16,8 +16,8 @@ from ..protocol import (
 from ..transports import FramedStream, SimulatedNetwork
 from ._security import NO_SECURITY, AuthenticationFailed, Security, open_secure
 
-#: What a failed connect, a lost connection or garbage in the first frames raises.
-_IO_ERRORS = (OSError, EOFError, trio.BrokenResourceError, RemoteProtocolError)
+#: A failed connect or a connection lost before the peer answered: nobody there (yet).
+_UNREACHABLE = (OSError, EOFError, trio.BrokenResourceError)
 
 
 async def dial(
@@ -31,6 +31,7 @@ async def dial(
     source: str | None = None,
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
     security: Security = NO_SECURITY,
+    unreachable: type[HAIOError] = HAIOError,
 ) -> tuple[FramedStream, list[Any]]:
     """Connect to `address`, send the frame `first` and wait for the peer's first frames.
 
@@ -44,6 +45,8 @@ async def dial(
         source: this node's name on the simulated network.
         max_frame_size: the largest frame accepted from the peer.
         security: the cluster secret and TLS the link uses (see `open_secure`).
+        unreachable: the `HAIOError` class raised when the peer could not be reached or
+            closed the connection (a caller that waits for it tells those apart).
 
     Returns:
         The open stream (the caller owns it from now on) and the decoded frames that came.
@@ -76,9 +79,10 @@ async def dial(
             ) from None  # fmt: skip
         if isinstance(exc, AuthenticationFailed):
             raise
-        if isinstance(exc, _IO_ERRORS):
+        if isinstance(exc, (*_UNREACHABLE, RemoteProtocolError)):
             why = str(exc) or str(exc.__cause__ or type(exc).__name__)  # TLS: in the cause
-            raise HAIOError(
+            error = unreachable if isinstance(exc, _UNREACHABLE) else HAIOError
+            raise error(
                 f"could not reach {peer}: {why}", stop_reason=stop_reason, address=address
             ) from None
         raise

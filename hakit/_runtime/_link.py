@@ -49,6 +49,10 @@ class ReplicaLink:
         self.snapshot: Snapshot | None = None
         #: Sent before anything else (the Welcome), ahead of the snapshot.
         self.first_frame = b""
+        #: Every frame of the initial sync has been handed to the transport: commits from
+        #: now on wait for this replica's acknowledgement, so that a replica which reports
+        #: itself synced (``nursery.start(node.attach_master, ...)``) is never left out.
+        self.load_sent = False
         self.static_load = False
         self._entries: list[bytes] = []
         self._entries_bytes = 0
@@ -176,6 +180,8 @@ class ReplicaLink:
 
     async def _sender(self) -> None:
         if self.first_frame:
+            # Set before sending, like everything the replica's answer may depend on.
+            self.load_sent = self.snapshot is None and not self._entries and not self._frames
             await self.stream.send(self.first_frame)
         if self.snapshot is not None:
             await self._send_snapshot(self.snapshot)
@@ -188,6 +194,7 @@ class ReplicaLink:
                 data = b"".join(frames)
                 # Recorded before sending: the ack may be processed before send() returns.
                 self.machine.sent(trio.current_time(), self._last_txid)
+                self.load_sent = True  # what the sync replays was queued before the loop
                 await self.stream.send(data)
                 self.bytes_sent += len(data)
                 self.frames_sent += len(frames)
@@ -212,6 +219,7 @@ class ReplicaLink:
         # Entries queued meanwhile follow on from the snapshot, so they are all > its txid.
         self._last_txid = max(self._last_txid, snapshot.txid)
         self.machine.sent(trio.current_time(), snapshot.txid)
+        self.load_sent = not self._entries and not self._frames
         await send(b"".join(batch))
         snapshot.close()
         self.snapshot = None

@@ -205,7 +205,9 @@ class MasterSide:
             hint = f"; the master is at {self.master_hint}" if self.master_hint else ""
             detail = f"node {node.name!r} is not a master{hint}"
             node._refuse(hello.node, detail)
-            reject = m.Reject(node.generation, int(StopReason.HANDSHAKE_FAILED), detail)
+            # Not HANDSHAKE_FAILED: nothing is incompatible, this node may become a master
+            # (or the replica may find the real one), so the replica waits and tries again.
+            reject = m.Reject(node.generation, int(StopReason.CONNECTION_ABORTED), detail)
             await node._send_and_close(framed, reject.encode())
             return
         view = self._master_view()
@@ -586,7 +588,9 @@ class MasterSide:
         self, params: MasterParams, txid: int, generation: int, history: str
     ) -> CommitResult:
         node = self._node
-        required = {name for name, link in self.links.items() if link.is_synced}
+        # A replica whose whole initial load is on its way counts too: it acknowledges as
+        # soon as it has applied the load, and it may already report itself synced.
+        required = {name for name, link in self.links.items() if link.is_synced or link.load_sent}
         policy = params.ack_policy
         needed = {
             AckPolicy.ALL: len(required),

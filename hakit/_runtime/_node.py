@@ -19,6 +19,7 @@ import trio
 import trio.lowlevel
 
 from ..protocol import (
+    HAIOError,
     InvalidArgumentError,
     LocalProtocolError,
     NodeClosedError,
@@ -54,6 +55,7 @@ from ._params import (
 from ._replica_side import ReplicaRun, Session
 from ._security import Security, TlsConfig, accept_secure, warn_if_exposed
 from ._statistics import LinkStatistics, NodeStatistics
+from ._unwrap import open_unwrapping_nursery
 
 #: Transactions kept for resync by a node that is not (yet) a master, so that after a force
 #: master the old master's other replicas can resync incrementally.
@@ -70,26 +72,54 @@ class Transaction:
     """A write transaction; use it as ``async with node.transaction() as tx:``.
 
     Writes are buffered and committed atomically on exit; an exception inside the block
-    rolls everything back. Reads see the transaction's own writes first.
+    rolls everything back. Reads see the transaction's own writes first. Outside its
+    ``async with`` block a transaction refuses writes (they could never commit).
     """
 
-    __slots__ = ("_node", "_ops", "_writes", "result")
+    __slots__ = ("_node", "_ops", "_result", "_state", "_writes")
 
     def __init__(self, node: Node) -> None:
         self._node = node
         self._ops: list[list[Any]] = []
         self._writes: dict[Key, Any] = {}
-        #: The `CommitResult`, once committed.
-        self.result: CommitResult | None = None
+        self._result: CommitResult | None = None
+        self._state = "new"  # -> "open" in the block -> "ended"
+
+    @property
+    def result(self) -> CommitResult:
+        """The `CommitResult` (txid, acknowledgements), once the block committed.
+
+        Raises:
+            LocalProtocolError: nothing was committed (yet): the block has not ended, it
+                wrote nothing, or it raised and was rolled back.
+        """
+        if self._result is None:
+            why = {
+                "new": "it was never used as `async with node.transaction() as tx:`",
+                "open": "its `async with` block has not ended yet",
+                "ended": "it wrote nothing, or its block raised and was rolled back",
+            }[self._state]
+            raise LocalProtocolError(f"the transaction has no commit result: {why}")
+        return self._result
+
+    def _check_open(self) -> None:
+        if self._state != "open":
+            where = "before" if self._state == "new" else "after"
+            raise LocalProtocolError(
+                f"a write {where} the transaction's block would never be committed: "
+                "write inside `async with node.transaction() as tx:`"
+            )
 
     def put(self, key: Key, value: Any) -> None:
         """Set `key` to `value` (any msgpack-serializable value)."""
+        self._check_open()
         _check_key(key)
         self._ops.append([PUT, key, value])
         self._writes[key] = value
 
     def delete(self, key: Key) -> None:
         """Remove `key` (a no-op if it does not exist)."""
+        self._check_open()
         _check_key(key)
         self._ops.append([DELETE, key])
         self._writes[key] = _DELETED
@@ -102,12 +132,25 @@ class Transaction:
         return default if value is _DELETED else value
 
     async def __aenter__(self) -> Transaction:
+        if self._state != "new":
+            raise LocalProtocolError("a transaction is used once: start a new one")
+        self._node._require_running()
         self._node._master.check_writable()
+        self._state = "open"
         return self
 
     async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None and self._ops:
-            self.result = await self._node._master.commit(self._ops)
+        try:
+            if exc_type is None and self._ops:
+                self._result = await self._node._master.commit(self._ops)
+        finally:
+            self._state = "ended"
+
+    def __enter__(self) -> None:
+        raise TypeError("a transaction commits asynchronously: use `async with`, not `with`")
+
+    def __exit__(self, *exc_info: object) -> None:  # pragma: no cover - __enter__ raises
+        pass
 
 
 _MISSING = object()
@@ -183,6 +226,7 @@ class Node:
         self._master = MasterSide(self)
         # replica state
         self._session: Session | None = None
+        self._last_session: Session | None = None
         self._channels = ChannelManager(self)  # message channels (hook)
         # statistics
         self._applied = 0
@@ -282,9 +326,18 @@ class Node:
             self.storage.close()
 
     def _spawn(self) -> trio.Nursery:
-        if self._nursery is None:
-            raise NodeClosedError(f"node {self.name!r} is closed")
+        self._require_running()
+        assert self._nursery is not None
         return self._nursery
+
+    def _require_running(self) -> None:
+        if self._nursery is None:
+            if self._closed:
+                raise NodeClosedError(f"node {self.name!r} is closed")
+            raise NodeClosedError(
+                f"node {self.name!r} is not running: "
+                "start it with hakit.open_node() or cluster.add_node()"
+            )
 
     async def aclose(self) -> None:
         """Stop every role and background task of this node and close its storage."""
@@ -548,6 +601,7 @@ class Node:
         params: ReplicaParams | None = None,
         *,
         timeout: float = 10.0,
+        task_status: trio.TaskStatus[ReplicaInfo] = trio.TASK_STATUS_IGNORED,
     ) -> StopReason:
         """Attach to the master at `connection_string` and replicate until stopped.
 
@@ -556,13 +610,22 @@ class Node:
         transaction stream. If the master is replaced by force master, the replica follows
         the new master without returning (a `MasterChanged` event records it).
 
+        A master that is not there yet (nothing listens, or the node there is not a master
+        yet) is waited for up to `timeout`, trying again with backoff. Started with
+        ``info = await nursery.start(node.attach_master, address)``, the call returns to
+        the caller once the initial sync is done, with the `ReplicaInfo` the master's
+        `attach_replica` reports too, and goes on replicating in the nursery. If a stop was
+        requested (`replica_stop`, `cancel`) and the previous attach is still winding down,
+        this call waits for it to end first.
+
         Returns:
             Why replication stopped, once the replica had attached.
 
         Raises:
-            NetworkTimeoutError: the master was not reached, or did not answer, in `timeout`.
+            NetworkTimeoutError: no master was reached, or it did not answer, in `timeout`.
             HAProtocolError: the master refused the handshake (`HANDSHAKE_FAILED`).
-            HAIOError: the connection failed before the replica was attached.
+            HAIOError: under ``nursery.start``, replication stopped before the initial sync
+                was done.
             Each carries ``.stop_reason``.
         """
         params = ReplicaParams() if params is None else params
@@ -578,29 +641,65 @@ class Node:
                 f"node {self.name!r} is a master; "
                 "call stop_master() before attaching it as a replica"
             )
+        previous = self._session
+        if previous is not None and previous.request is not None:
+            # replica_stop() or cancel() was called and the attach is ending: wait for it.
+            await previous.ended.wait()
         if self._session is not None:
             raise LocalProtocolError(f"node {self.name!r} is already attached to a master")
+        self._spawn()  # a node that is not running cannot replicate
         session = Session()
         self._session = session
+        self._last_session = session
+        status = None if task_status is trio.TASK_STATUS_IGNORED else task_status
+        run = ReplicaRun(self, session, params, status)
         try:
             if ReplicaMode.ALLOW_CANCEL in params.mode:
                 assert params.cancel_address is not None
                 await self.listen(params.cancel_address)
             try:
-                reason = await ReplicaRun(self, session, params).replicate(
-                    connection_string, timeout
-                )
+                reason = await run.replicate(connection_string, timeout)
             except ReplicationError:
                 self._check_alive()  # a crash, not the link, ended it
                 raise
             self._check_alive()
-            return reason
+            session.stop_reason = reason
+        except ReplicationError as exc:
+            session.stop_reason = exc.stop_reason
+            raise
         finally:
             self._session = None
             if params.cancel_address and params.cancel_address != self._address:
                 self._stop_listener(params.cancel_address)
             if self._role is Role.REPLICA:
                 self._set_role(Role.STANDALONE)
+            session.ended.set()
+        if not run.started:
+            # nursery.start() waits for the initial sync; a stop before it is an error there.
+            raise HAIOError(
+                f"replication stopped before the initial sync was done: {reason.name}",
+                stop_reason=reason, address=connection_string,
+            )  # fmt: skip
+        return reason
+
+    async def wait_stopped(self) -> StopReason | None:
+        """Wait until this node's `attach_master` call has ended (at once if none runs).
+
+        ``node.replica_stop()`` and ``node.cancel()`` only ask the attach to stop; after
+        ``await node.wait_stopped()`` it has, and the node can attach again or become a
+        master.
+
+        Returns:
+            Why the last attach stopped (the reason it returned, or the ``stop_reason`` of
+            the error it raised); None if this node never attached.
+        """
+        session = self._session
+        if session is not None:
+            await session.ended.wait()
+        else:
+            await trio.lowlevel.checkpoint()
+        last = self._last_session
+        return last.stop_reason if last is not None else None
 
     def replica_stop(self) -> None:
         """Stop replicating gracefully; `attach_master` returns `STOPPED_BY_LOCAL_REQUEST`.
@@ -740,6 +839,8 @@ async def open_node(
 ) -> AsyncIterator[Node]:
     """Run one standalone node; its background tasks live inside the ``async with`` block.
 
+    An exception raised in the block comes out as itself (not in an `ExceptionGroup`).
+
     Args:
         name: the node's name.
         address: where to listen (``"host:port"``, a unix path); ``"127.0.0.1:0"`` picks a
@@ -767,7 +868,7 @@ async def open_node(
         secret=secret,
         tls=tls,
     )
-    async with trio.open_nursery() as nursery:
+    async with open_unwrapping_nursery() as nursery:  # the user's error comes out as itself
         await nursery.start(node._main)
         try:
             if address is not None:

@@ -20,6 +20,7 @@ import trio
 from ..protocol import (
     HAIOError,
     HAProtocolError,
+    NetworkTimeoutError,
     RemoteProtocolError,
     ReplicaMachine,
     ReplicationError,
@@ -32,10 +33,27 @@ from ..storage import Loader
 from ..transports import FramedStream
 from ._dial import dial
 from ._events import Connected, HistoryDiverged, MasterChanged, ReplicaStopped, ReplicaSynced
-from ._params import Notification, ReplicaMode, ReplicaParams, Role, TransactionRecord
+from ._params import (
+    Notification,
+    ReplicaInfo,
+    ReplicaMode,
+    ReplicaParams,
+    Role,
+    TransactionRecord,
+)
 
 if TYPE_CHECKING:
     from ._node import Node
+
+#: A master that cannot be reached (nothing listens yet, or it is not a master yet) is tried
+#: again after this long, doubling up to `_RETRY_MAX`: a replica started before its master
+#: waits for it, as the reference system's replica does for `timeout`.
+_RETRY_FIRST = 0.05
+_RETRY_MAX = 1.0
+
+
+class _Unreachable(HAIOError):
+    """Nobody answered as a master there (yet): `ReplicaRun` waits and tries again."""
 
 
 class Session:
@@ -47,6 +65,10 @@ class Session:
         self.detail = ""
         self.master: str | None = None
         self.master_address: str | None = None
+        #: Set when the `attach_master` call has ended, however it ended.
+        self.ended = trio.Event()
+        #: Why it ended (the returned reason, or the raised error's ``stop_reason``).
+        self.stop_reason: StopReason | None = None
 
     def scope(self) -> trio.CancelScope:
         """A fresh scope for the next phase; already cancelled if a stop was requested."""
@@ -105,10 +127,28 @@ class _Discard:
 class ReplicaRun:
     """One `Node.attach_master` call."""
 
-    def __init__(self, node: Node, session: Session, params: ReplicaParams) -> None:
+    def __init__(
+        self,
+        node: Node,
+        session: Session,
+        params: ReplicaParams,
+        task_status: trio.TaskStatus[ReplicaInfo] | None = None,
+    ) -> None:
         self.node = node
         self.session = session
         self.params = params
+        #: Told once, at the first initial sync (``nursery.start(node.attach_master, ...)``).
+        self._task_status = task_status
+
+    @property
+    def started(self) -> bool:
+        """Whether the caller of ``nursery.start`` has been told the replica is synced."""
+        return self._task_status is None
+
+    def _report_synced(self, sync: str, txid: int) -> None:
+        status, self._task_status = self._task_status, None
+        if status is not None:
+            status.started(ReplicaInfo(self.node.name, sync, txid))
 
     def _notify(self, what: Notification, detail: str = "") -> None:
         if self.params.on_notification is not None:
@@ -118,7 +158,7 @@ class ReplicaRun:
         force_master = ReplicaMode.FORCE_MASTER in self.params.mode
         while True:
             try:
-                outcome = await self._replicate_once(address, timeout, force_master=force_master)
+                outcome = await self._reach(address, timeout, force_master=force_master)
             except ReplicationError as exc:
                 self._replica_stopped(exc.stop_reason, str(exc), None)
                 if self.session.master is not None:
@@ -145,10 +185,52 @@ class ReplicaRun:
                 continue
             return outcome
 
+    async def _reach(
+        self, address: str, timeout: float, *, force_master: bool
+    ) -> StopReason | rm.FollowMaster:
+        """Attach to `address`, trying again with backoff until it answers as a master.
+
+        Nothing listening, a lost connection before the handshake, or a node that is not a
+        master yet are worth waiting for, up to `timeout`; a refused handshake (another
+        cluster, an incompatible protocol) is not.
+        """
+        deadline = self.node._now() + timeout
+        delay = _RETRY_FIRST
+        attempts = 0
+        last = ""
+        while True:
+            attempts += 1
+            try:
+                return await self._replicate_once(address, deadline, force_master=force_master)
+            except NetworkTimeoutError:
+                # Cut short by the deadline: an earlier failure says more, if there was one.
+                last = last or "no answer in time"
+            except _Unreachable as exc:
+                last = str(exc)
+            remaining = deadline - self.node._now()
+            if remaining > 0:
+                with self.session.scope():
+                    await trio.sleep(min(delay, remaining))
+                if self.session.request is not None:
+                    return self._replica_stopped(
+                        self.session.request,
+                        f"{self.session.detail} while waiting for the master",
+                        self.session.master,
+                    )
+                delay = min(2 * delay, _RETRY_MAX)
+                remaining = deadline - self.node._now()
+            if remaining <= 0:
+                tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
+                raise NetworkTimeoutError(
+                    f"the master at {address} was not reached within {timeout:g} s "
+                    f"({tries}; the last: {last})",
+                    stop_reason=StopReason.CONNECTION_ABORTED, address=address,
+                )  # fmt: skip
+
     async def _replicate_once(
         self,
         address: str,
-        timeout: float,
+        deadline: float,
         *,
         force_master: bool,
     ) -> StopReason | rm.FollowMaster:
@@ -169,18 +251,19 @@ class ReplicaRun:
         loader: Loader | None = None
         discard: _Discard | None = None
         try:
-            # 1. connect and handshake, within `timeout`
+            # 1. connect and handshake, by `deadline`
             with self.session.scope():
                 framed, values = await dial(
                     address,
                     machine.hello().encode(),
-                    timeout=timeout,
+                    timeout=max(deadline - self.node._now(), 0.0),
                     peer=f"the master at {address}",
                     stop_reason=StopReason.CONNECTION_ABORTED,
                     network=self.node._network,
                     source=self.node.name,
                     max_frame_size=self.node.max_frame_size,
                     security=self.node._security,
+                    unreachable=_Unreachable,
                 )
             if self.session.request is not None:
                 return self._replica_stopped(
@@ -189,11 +272,14 @@ class ReplicaRun:
             events = self._feed(machine, values)
             first = next(events, None)
             if isinstance(first, rm.Stopped):
-                error = (
-                    HAProtocolError if first.reason is StopReason.HANDSHAKE_FAILED else HAIOError
-                )
-                raise error(
-                    f"master at {address} refused the handshake: {first.detail}",
+                if first.reason is StopReason.HANDSHAKE_FAILED:
+                    raise HAProtocolError(
+                        f"master at {address} refused the handshake: {first.detail}",
+                        stop_reason=first.reason, address=address,
+                    )  # fmt: skip
+                # Not a refusal for good (e.g. "not a master" yet): worth trying again.
+                raise _Unreachable(
+                    f"{address} answered: {first.detail}",
                     stop_reason=first.reason, address=address,
                 )  # fmt: skip
             assert isinstance(first, rm.Welcomed)
@@ -339,10 +425,13 @@ class ReplicaRun:
             self.node._record(
                 ReplicaSynced(self.node._now(), self.node.name, self.node.name, sync, event.txid)
             )
+            self._report_synced(sync, event.txid)
             return await self._send_to_master(machine, framed, machine.ack())
         elif isinstance(event, rm.Promoted):
             self.node.storage.set_generation(event.generation)
             self.node._master.become_master_after_force(self.params)
+            sync = machine.sync_kind.name.lower() if machine.sync_kind is not None else "?"
+            self._report_synced(sync, self.node.txid)  # (always synced before: kept safe)
             return rm.Stopped(StopReason.BECOMES_MASTER, "this node is now the master")
         elif isinstance(event, rm.Stopped | rm.FollowMaster):
             return event

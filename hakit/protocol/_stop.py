@@ -26,6 +26,13 @@ class StopReason(enum.IntEnum):
     #: ``cancel()`` interrupted the replica at once (a hakit addition).
     CANCELLED = 6
 
+    def __str__(self) -> str:
+        # An IntEnum prints as its number since Python 3.11; a stop reason reads as its name.
+        return self.name
+
+    def __format__(self, format_spec: str) -> str:
+        return format(self.name, format_spec)
+
     def describe(self) -> str:
         """Return a one-line explanation of this stop reason, in plain words."""
         return _DESCRIPTIONS[self]

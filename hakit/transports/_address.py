@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass
 from typing import TypeAlias
 
+from hakit.protocol import InvalidArgumentError
+
 _ACCEPTED_FORMS = '"host:port", "[v6]:port", "/path" or "unix:/path", or "mem:name"'
 
 # RFC 1123 host names, plus "_" which container and service-discovery names use in practice.
@@ -27,8 +29,9 @@ _NUMERIC_HOST = re.compile(r"[0-9.]+")
 _PORT = re.compile(r"[0-9]{1,5}")
 
 
-def _bad(text: str, why: str) -> ValueError:
-    return ValueError(f"bad address {_quote(text)} ({why}): expected {_ACCEPTED_FORMS}")
+def _bad(text: str, why: str) -> InvalidArgumentError:
+    # InvalidArgumentError is a ValueError too: `except ValueError` keeps working.
+    return InvalidArgumentError(f"bad address {_quote(text)} ({why}): expected {_ACCEPTED_FORMS}")
 
 
 def _quote(text: str) -> str:
@@ -115,8 +118,8 @@ def parse_address(text: str) -> Address:
         The `TcpAddress`, `UnixAddress` or `MemoryAddress` it names.
 
     Raises:
-        ValueError: the string is malformed; the message quotes it and names the accepted
-            forms.
+        InvalidArgumentError: the string is malformed (also a `ValueError`); the message
+            quotes it and names the accepted forms.
     """
     if not isinstance(text, str):
         raise TypeError(f"an address must be a str, not {type(text).__name__}")
@@ -124,6 +127,9 @@ def parse_address(text: str) -> Address:
         raise _bad(text, "empty")
     if text != text.strip() or not text.isprintable():
         raise _bad(text, "contains whitespace or control characters")
+    scheme, sep, _rest = text.partition("://")
+    if sep:
+        raise _bad(text, f'"{scheme}://" URLs are not a supported form')
     if text.startswith("mem:"):
         name = text[4:]
         if not name:

@@ -44,7 +44,7 @@ async def test_partition_detaches_on_both_sides_and_heal_allows_resync(
         assert (await commit(master, after=2)).acked in (("r2", "r1"), ("r1", "r2"))
 
 
-async def test_connect_across_a_partition_fails_fast(
+async def test_connect_across_a_partition_waits_then_times_out(
     autojump_clock: MockClock, nursery: trio.Nursery
 ) -> None:
     async with hakit.open_cluster(seed=2) as cluster:
@@ -52,6 +52,21 @@ async def test_connect_across_a_partition_fails_fast(
         master.set_master_params(MasterParams())
         r1 = await cluster.add_node("r1")
         cluster.network.partition("m", "r1")
-        with pytest.raises(hakit.HAIOError, match="partition") as info:
+        with pytest.raises(hakit.NetworkTimeoutError, match="partition") as info:
             await r1.attach_master("mem:m", timeout=1)
         assert info.value.stop_reason is StopReason.CONNECTION_ABORTED
+
+
+async def test_an_attach_waiting_across_a_partition_attaches_when_it_heals(
+    autojump_clock: MockClock, nursery: trio.Nursery
+) -> None:
+    async with hakit.open_cluster(seed=2) as cluster:
+        master = await cluster.add_node("m")
+        master.set_master_params(MasterParams())
+        r1 = await cluster.add_node("r1")
+        cluster.network.partition("m", "r1")
+        run = run_attach(nursery, r1, "mem:m", timeout=30)
+        await trio.sleep(5)  # five seconds of partition
+        assert not run.done.is_set()
+        cluster.network.heal()
+        assert (await master.attach_replica(timeout=5)).name == "r1"
