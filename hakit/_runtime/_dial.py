@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 import trio
@@ -16,8 +17,10 @@ from ..protocol import (
 from ..transports import FramedStream, SimulatedNetwork
 from ._security import NO_SECURITY, AuthenticationFailed, Security, open_secure
 
-#: A failed connect or a connection lost before the peer answered: nobody there (yet).
-_UNREACHABLE = (OSError, EOFError, trio.BrokenResourceError)
+#: A failed connect (nothing listens, no route, a partition): nobody there (yet).
+_UNREACHABLE = (OSError,)
+#: The connection was lost, or the peer sent garbage, after it was made.
+_IO_ERRORS = (OSError, EOFError, trio.BrokenResourceError, RemoteProtocolError)
 
 
 async def dial(
@@ -45,8 +48,8 @@ async def dial(
         source: this node's name on the simulated network.
         max_frame_size: the largest frame accepted from the peer.
         security: the cluster secret and TLS the link uses (see `open_secure`).
-        unreachable: the `HAIOError` class raised when the peer could not be reached or
-            closed the connection (a caller that waits for it tells those apart).
+        unreachable: the `HAIOError` class raised when the connection could not be made
+            at all (a caller that waits for the peer tells that apart).
 
     Returns:
         The open stream (the caller owns it from now on) and the decoded frames that came.
@@ -79,9 +82,12 @@ async def dial(
             ) from None  # fmt: skip
         if isinstance(exc, AuthenticationFailed):
             raise
-        if isinstance(exc, (*_UNREACHABLE, RemoteProtocolError)):
+        if isinstance(exc, _IO_ERRORS):
             why = str(exc) or str(exc.__cause__ or type(exc).__name__)  # TLS: in the cause
-            error = unreachable if isinstance(exc, _UNREACHABLE) else HAIOError
+            # A peer that accepted and then closed, or failed TLS, refused on purpose:
+            # waiting would not change that. Only a failed connect is worth waiting out.
+            nobody = isinstance(exc, _UNREACHABLE) and not isinstance(exc, ssl.SSLError)
+            error = unreachable if nobody else HAIOError
             raise error(
                 f"could not reach {peer}: {why}", stop_reason=stop_reason, address=address
             ) from None
