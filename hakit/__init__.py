@@ -77,6 +77,7 @@ from .protocol import (
     RemoteProtocolError,
     ReplicationError,
     StopReason,
+    TransactionTooLargeError,
     UnavailableError,
 )
 from .storage import MemoryStorage, SqliteStorage, Storage
@@ -151,6 +152,7 @@ __all__ = [
     "TlsConfig",
     "Transaction",
     "TransactionRecord",
+    "TransactionTooLargeError",
     "UnavailableError",
     "__version__",
     "cancel",

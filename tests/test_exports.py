@@ -28,7 +28,8 @@ PUBLIC = {
     # message channels
     "Channel", "ChannelMessage", "EID_MASTER",
     # errors
-    "HakitError", "InvalidArgumentError", "ProtocolError", "LocalProtocolError",
+    "HakitError", "InvalidArgumentError", "TransactionTooLargeError", "ProtocolError",
+    "LocalProtocolError",
     "RemoteProtocolError", "ReplicationError", "NetworkTimeoutError", "HAProtocolError",
     "HAIOError", "NotMasterError", "NoQuorumError", "CommitFailedError", "KilledByReplicaError",
     "NodeClosedError", "ChannelError", "NoServerError", "BufferSmallError",

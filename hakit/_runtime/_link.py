@@ -10,11 +10,17 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ..protocol import LinkState, MasterLinkMachine, RemoteProtocolError, StopReason
+from ..protocol import (
+    DEFAULT_MAX_FRAME_SIZE,
+    LinkState,
+    MasterLinkMachine,
+    RemoteProtocolError,
+    StopReason,
+)
 from ..protocol import _messages as m
 from ..storage import Snapshot
 from ..transports import FramedStream
@@ -25,6 +31,15 @@ if TYPE_CHECKING:
 _FINAL_STATES = (LinkState.KILLED, LinkState.CLOSED)
 #: Pairs per snapshot chunk frame, and chunk frames per send.
 SNAPSHOT_CHUNK_ITEMS = 2000
+#: Room for a frame's own bytes (length prefix, message kind, generation, array headers).
+FRAME_SLACK = 1024
+
+
+def max_transaction_bytes(max_frame_size: int) -> int:
+    """The largest packed transaction that fits in one frame of `max_frame_size` bytes."""
+    return max_frame_size - FRAME_SLACK
+
+
 SNAPSHOT_CHUNKS_PER_SEND = 8
 
 
@@ -53,6 +68,8 @@ class ReplicaLink:
         #: now on wait for this replica's acknowledgement, so that a replica which reports
         #: itself synced (``nursery.start(node.attach_master, ...)``) is never left out.
         self.load_sent = False
+        #: Frames are cut to fit this (the replica's limit, assumed equal to the master's).
+        self.max_frame_size = DEFAULT_MAX_FRAME_SIZE
         self.static_load = False
         self._entries: list[bytes] = []
         self._entries_bytes = 0
@@ -136,10 +153,23 @@ class ReplicaLink:
         self._scope.cancel()
 
     def _flush_entries_into_frames(self) -> None:
-        if self._entries:
-            self._frames.append(m.encode_txns(self.machine.generation, self._entries))
-            self._entries = []
-            self._entries_bytes = 0
+        if not self._entries:
+            return
+        # As many transactions per frame as fit: a replica far behind (incremental resync,
+        # an asynchronous master) gets its backlog in frames it can receive.
+        limit = max_transaction_bytes(self.max_frame_size)
+        generation = self.machine.generation
+        group: list[bytes] = []
+        size = 0
+        for entry in self._entries:
+            if group and size + len(entry) > limit:
+                self._frames.append(m.encode_txns(generation, group))
+                group, size = [], 0
+            group.append(entry)
+            size += len(entry)
+        self._frames.append(m.encode_txns(generation, group))
+        self._entries = []
+        self._entries_bytes = 0
 
     # -- tasks -----------------------------------------------------------------------------
     async def run(self) -> None:
@@ -211,7 +241,7 @@ class ReplicaLink:
                                    snapshot.count).encode())  # fmt: skip
         batch: list[bytes] = []
         for items in snapshot.chunks(SNAPSHOT_CHUNK_ITEMS):
-            batch.append(m.SnapshotChunk(generation, items).encode())
+            batch.extend(self._chunk_frames(generation, items))
             if len(batch) >= SNAPSHOT_CHUNKS_PER_SEND:
                 await send(b"".join(batch))
                 batch = []
@@ -223,6 +253,17 @@ class ReplicaLink:
         await send(b"".join(batch))
         snapshot.close()
         self.snapshot = None
+
+    def _chunk_frames(self, generation: int, items: list[Any]) -> list[bytes]:
+        """Encode snapshot pairs as chunks that each fit in a frame (halving as needed)."""
+        frame = m.SnapshotChunk(generation, items).encode()
+        if len(frame) <= self.max_frame_size - FRAME_SLACK or len(items) <= 2:
+            return [frame]  # one pair always fits: its transaction did
+        half = len(items) // 4 * 2  # on a pair boundary
+        return [
+            *self._chunk_frames(generation, items[:half]),
+            *self._chunk_frames(generation, items[half:]),
+        ]
 
     async def _receiver(self) -> None:
         machine = self.machine

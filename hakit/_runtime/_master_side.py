@@ -28,6 +28,7 @@ from ..protocol import (
     NotMasterError,
     StopReason,
     SyncKind,
+    TransactionTooLargeError,
     decide_handshake,
 )
 from ..protocol import _history as h
@@ -36,7 +37,7 @@ from ..protocol import _messages as m
 from ..protocol._codec import pack
 from ..transports import FramedStream
 from ._events import CommitFailed, Connected, ReplicaDetached, ReplicaSynced
-from ._link import ReplicaLink
+from ._link import ReplicaLink, max_transaction_bytes
 from ._params import (
     AckPolicy,
     CommitResult,
@@ -230,6 +231,7 @@ class MasterSide:
             now=now,
         )
         link = ReplicaLink(self, hello.node, framed, machine, sync, hello.address)
+        link.max_frame_size = node.max_frame_size
         link.flush_timeout = params.commit_timeout or 5.0
         link.first_frame = reply.encode()
         if sync is SyncKind.FULL:
@@ -540,6 +542,10 @@ class MasterSide:
             packed = m.pack_entry(txid, generation, ops)
         except (TypeError, ValueError, OverflowError) as exc:
             raise InvalidArgumentError(f"a value is not msgpack-serializable: {exc}") from None
+        limit = max_transaction_bytes(node.max_frame_size)
+        if len(packed) > limit:
+            # Committed, it could never reach a replica: every sync would fail on it.
+            raise TransactionTooLargeError(len(packed), limit)
         storage.apply([[txid, generation, ops]])
         node._log.append((txid, generation, packed))
         self.commits += 1

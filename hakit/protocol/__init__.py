@@ -45,6 +45,7 @@ from ._errors import (
     RemoteHandlerError,
     RemoteProtocolError,
     ReplicationError,
+    TransactionTooLargeError,
     UnavailableError,
 )
 from ._master import LinkState, MasterLinkMachine, MasterView, decide_handshake, plan_sync
@@ -95,6 +96,7 @@ __all__ = [
     "ReplicationError",
     "StopReason",
     "SyncKind",
+    "TransactionTooLargeError",
     "UnavailableError",
     "check_answer",
     "decide_channel_hello",

@@ -18,6 +18,28 @@ class InvalidArgumentError(HakitError, ValueError):
     """A call got an argument it cannot accept (bad flag, negative timeout, second answer...)."""
 
 
+class TransactionTooLargeError(InvalidArgumentError):
+    """A transaction is larger than a replica can ever receive; nothing was committed.
+
+    A committed transaction must fit in one replication frame, or no replica could ever
+    sync it. Split the write into several transactions, or raise ``max_frame_size`` on
+    every node.
+
+    Attributes:
+        size: the transaction's size in bytes, packed as it is sent.
+        limit: the largest size a transaction may have.
+    """
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"transaction of {size} bytes exceeds the largest replicable transaction, "
+            f"{limit} bytes (the nodes' max_frame_size less framing): nothing was "
+            "committed; split it into smaller transactions"
+        )
+        self.size = size
+        self.limit = limit
+
+
 class ProtocolError(HakitError):
     """The replication or channel protocol was violated."""
 
