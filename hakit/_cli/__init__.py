@@ -49,6 +49,9 @@ def parser() -> argparse.ArgumentParser:
         "demo", help="run the narrated three-node demo on TCP loopback",
         description="Run the narrated three-node demo on TCP loopback (127.0.0.1).",
     )  # fmt: skip
+    demo_parser.add_argument(
+        "--slow", action="store_true", help="pause between steps and lines, to present it"
+    )
     demo_parser.set_defaults(run=None)
     replay = commands.add_parser(
         "replay", help="review a saved event log (cluster.events.save)",
@@ -72,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     async def run() -> int:
         if args.run is None:
-            await demo()
+            await demo(slow=args.slow)
             return 0
         return int(await args.run(args))
 
