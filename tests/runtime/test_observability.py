@@ -72,12 +72,11 @@ def run_script(seed: int) -> list[tuple[float, str, str]]:
             for i in range(20):
                 await commit(master, **{f"k{i}": i})
             r1.cancel()
-            await wait_until(lambda: r1.role is hakit.Role.STANDALONE)
+            assert await r1.wait_stopped() is StopReason.CANCELLED
             force = ReplicaParams(mode=ReplicaMode.FORCE_MASTER)
             assert await r1.attach_master("mem:m", force) is StopReason.BECOMES_MASTER
-            await wait_until(lambda: "r2" in r1.replicas)
-            await commit(r1, after=1)
-            await trio.sleep(1)
+            assert (await r1.attach_replica(timeout=5)).name == "r2"  # r2 followed r1
+            assert (await commit(r1, after=1)).acked == ("r2",)
             nursery.cancel_scope.cancel()
             return [(e.time, e.node, e.describe()) for e in cluster.events]
 

@@ -380,7 +380,7 @@ async def test_force_master_and_followers(
     with pytest.raises(hakit.NotMasterError):
         await commit(master, stale=1)
     # r2 follows the new master without returning from attach_master.
-    await wait_until(lambda: "r2" in r1.replicas)
+    assert (await r1.attach_replica(timeout=5)).name == "r2"
     assert not run2.done.is_set()
     assert r2.events.of_type(hakit.MasterChanged)[-1].new_master == "r1"
     result = await commit(r1, after=1)
