@@ -6,6 +6,7 @@ import io
 import re
 
 import trio
+import trio.testing
 
 from hakit._demo import demo
 
@@ -55,3 +56,21 @@ async def test_the_demo_explains_each_term_once_and_acks_one_way() -> None:
     acks = re.findall(r"acknowledged by (.*)", text)
     assert acks and all(re.fullmatch(r"[a-z]+( and [a-z]+)?|no replica", a) for a in acks), acks
     assert "('" not in text  # no tuples printed
+
+
+async def test_demo_slow_paces_the_story(autojump_clock: trio.testing.MockClock) -> None:
+    from hakit._demo import Narrator
+
+    for slow, pause in [(False, 0.0), (True, 2.5)]:
+        narrator = Narrator(io.StringIO(), slow=slow)
+        start = trio.current_time()
+        await narrator.step("a step")  # a pause before each step
+        await narrator.say("a line")  # and after each line
+        assert trio.current_time() - start == pause
+
+
+def test_demo_slow_is_an_option_of_the_command() -> None:
+    from hakit._cli import parser
+
+    assert parser().parse_args(["demo", "--slow"]).slow is True
+    assert parser().parse_args(["demo"]).slow is False
