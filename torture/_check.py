@@ -40,8 +40,8 @@ def check(harness: Harness, final: hakit.Node | None) -> list[Violation]:
     # (c) every node that caught up with the final master holds exactly its contents.
     expected = dict(final.items())
     for node in harness.nodes.values():
-        if node is final or node.txid != final.txid:
-            continue  # one that never caught up is reported as a liveness failure
+        if node is final or not harness._joined(node, final):
+            continue  # one that never rejoined is reported as a liveness failure
         got = dict(node.items())
         if got != expected:
             found.append(Violation(
