@@ -269,6 +269,10 @@ class ReplicaLink:
         machine = self.machine
         while True:
             for value in await self.stream.receive():
+                if machine.state in _FINAL_STATES:
+                    # Closed by another task (a detach at synch_timeout, the timer's abort)
+                    # while this one waited for the read: what it read is not heard.
+                    return
                 event = machine.receive(m.parse_message(value), trio.current_time())
                 if event is not None and self.master.link_event(self, event):
                     return
