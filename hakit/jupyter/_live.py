@@ -9,6 +9,7 @@ run or the cluster.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import html
@@ -170,6 +171,7 @@ class LiveCluster:
         self._autojump = math.inf
         # master txid samples (txid, time first seen) for lag in seconds
         self._commit_times: deque[tuple[int, float]] = deque(maxlen=4096)
+        self._dashboard: Any = None
         rt.start_soon(self._main)
         if not rt.drive_until(lambda: self._cluster is not None or self._ended, timeout=5):
             raise NotebookError("the cluster did not start")  # pragma: no cover
@@ -923,6 +925,27 @@ class LiveCluster:
         if not trio.lowlevel.in_trio_task():
             self._runtime.drive_until(lambda: self._ended, timeout=SYNC_TIMEOUT)
 
+    def report_error(self, what: str, error: BaseException) -> None:
+        """Put a failure that happened outside a task (a click's twin) in the log."""
+        reason = getattr(error, "stop_reason", None)
+        self._add_log(
+            what, "error", reason if isinstance(reason, StopReason) else None,
+            describe_error(error),
+        )  # fmt: skip
+        self._notify()
+
+    def dashboard(self) -> Any:
+        """Return this cluster's `hakit.widgets.ClusterDashboard` (made once).
+
+        Raises:
+            ImportError: the widgets extra (ipywidgets, anywidget) is not installed.
+        """
+        if self._dashboard is None:
+            from .. import widgets
+
+            self._dashboard = widgets.ClusterDashboard(self)
+        return self._dashboard
+
     def __repr__(self) -> str:
         state = "closed" if self._closed else "running"
         parts = []
@@ -949,6 +972,14 @@ class LiveCluster:
             f"<div><b>hakit cluster {html.escape(self.name)}</b> (seed {self.seed}, {state})"
             f"<table>{header}{body}</table></div>"
         )
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        bundle: dict[str, Any] = {}
+        with contextlib.suppress(ImportError):  # no widgets extra: HTML and text stand in
+            bundle.update(self.dashboard()._repr_mimebundle_() or {})
+        bundle["text/html"] = self._repr_html_()
+        bundle["text/plain"] = repr(self)
+        return bundle
 
 
 async def _until(predicate: Callable[[], object]) -> None:
