@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (the example's lines are kept exactly as DESIGN.md writes them)
 """The DESIGN 6.2 example, cell by cell, as the notebook tests run it.
 
 `CELLS` holds the example's lines exactly as written there (split into cells), plus the two
