@@ -112,30 +112,32 @@ def table_html(rows: list[NodeRow]) -> str:
     """The live table: one row per node."""
     head = (
         "<tr><th>Node</th><th>Address</th><th>Role</th><th class='hakit-num'>Gen</th>"
-        "<th class='hakit-num'>Txid</th><th>Master</th><th class='hakit-num'>Lag (tx)</th>"
-        "<th class='hakit-num'>Lag (s)</th><th>Connection</th><th>Sync</th></tr>"
+        "<th class='hakit-num'>Txid</th><th>Master</th><th class='hakit-num'>Lag</th>"
+        "<th>Connection</th><th>Sync</th></tr>"
     )
     body = []
     for r in rows:
         state = link_state(r)
-        connection = state
+        connection = DASH if state == "-" else state
         if state == "syncing" and r.progress is not None:
             connection = f"syncing {round(r.progress * 100)}%"
-        lag = DASH if r.lag is None else str(r.lag)
-        lag_s = DASH if r.lag_seconds is None else f"{r.lag_seconds:.2f}"
+        if r.lag is None:
+            lag = DASH
+        else:  # transactions behind, and how old the oldest missing one is
+            lag = f"{r.lag} tx · {r.lag_seconds or 0.0:.2f} s"
         body.append(
             f"<tr><td><b>{_esc(r.name)}</b></td>"
             f"<td class='hakit-muted'>{_esc(r.address or DASH)}</td>"
             f"<td>{_role_badge(r)}</td>"
             f"<td class='hakit-num'>{r.generation}</td><td class='hakit-num'>{r.txid}</td>"
             f"<td>{_esc(r.master or DASH)}</td>"
-            f"<td class='hakit-num'>{lag}</td><td class='hakit-num'>{lag_s}</td>"
+            f"<td class='hakit-num'>{lag}</td>"
             f"<td class='hakit-conn-{_esc(state)}'>{_esc(connection)}</td>"
             f"<td class='hakit-muted'>{_esc(r.sync or DASH)}</td></tr>"
         )
     if not body:
-        body.append("<tr><td colspan='10' class='hakit-muted'>No nodes yet.</td></tr>")
-    return f"<table class='hakit-table'>{head}{''.join(body)}</table>"
+        body.append("<tr><td colspan='9' class='hakit-muted'>No nodes yet.</td></tr>")
+    return f"<table class='hakit-table hakit-live-table'>{head}{''.join(body)}</table>"
 
 
 def _reason_cell(entry: LogEntry) -> str:
@@ -233,13 +235,17 @@ class ClusterDashboard(w.VBox):  # type: ignore[misc]
         self._last_refresh = 0.0
         self._refreshes = 0
         self.header = w.HTML()
-        self.topology = TopologyView(layout=w.Layout(width="400px", min_width="320px"))
-        self.table = w.HTML(layout=w.Layout(flex="1 1 auto", overflow="auto"))
+        # Side by side on wide screens; at 1280 px the table wraps under the drawing.
+        self.topology = TopologyView(layout=w.Layout(flex="1 1 380px", min_width="320px"))
+        self.table = w.HTML(layout=w.Layout(flex="1 1 560px", overflow="auto"))
         self.status = w.HTML("<div class='hakit-status'></div>")
         self.log_view = w.HTML()
         self.tabs = w.Tab(layout=w.Layout(width="100%"))
         self._sections: list[tuple[str, w.Widget, Callable[[], None] | None]] = []
         self._node_dropdowns: list[w.Dropdown] = []
+        self._picked: set[int] = set()  # dropdowns the user has chosen in
+        self._setting_default = False
+        self._refreshing = False
         self._build_controls()
         self._build_channel_panel()
         self.add_section("Controls", self.controls)
@@ -261,6 +267,8 @@ class ClusterDashboard(w.VBox):  # type: ignore[misc]
             layout=w.Layout(width="100%", max_width="1100px"),
         )
         self.add_class("hakit-dashboard")
+        self.send_button.add_class("hakit-btn-send")
+        self.tabs.add_class("hakit-tabs")
         cluster.add_listener(self._on_cluster_change)
         self.refresh()
 
@@ -283,9 +291,11 @@ class ClusterDashboard(w.VBox):  # type: ignore[misc]
     # -- controls -----------------------------------------------------------------------------
     def _node_dropdown(self, description: str = "", **kwargs: Any) -> w.Dropdown:
         dropdown = w.Dropdown(
-            options=[], description=description, layout=w.Layout(width="160px"), **kwargs
-        )
+            options=[], description=description,
+            layout=w.Layout(width="150px" if description else "120px", flex="0 0 auto"), **kwargs,
+        )  # fmt: skip
         dropdown.style.description_width = "initial"
+        dropdown.observe(self._user_picked, names="value")
         self._node_dropdowns.append(dropdown)
         return dropdown
 
@@ -378,6 +388,19 @@ class ClusterDashboard(w.VBox):  # type: ignore[misc]
                 ),
             ]
         )
+        # Stable class names: for the browser test, and for users' own CSS.
+        for widget, name in (
+            (self.new_name, "new-name"), (self.node_pick, "node-pick"),
+            (self.replica_pick, "replica-pick"), (self.target_pick, "target-pick"),
+            (self.key, "key"), (self.value, "value"), (self.cut_a, "cut-a"),
+            (self.cut_b, "cut-b"), (self.add_button, "btn-add"),
+            (self.master_button, "btn-master"), (self.force_button, "btn-force"),
+            (self.attach_button, "btn-attach"), (self.stop_button, "btn-stop"),
+            (self.cancel_button, "btn-cancel"), (self.detach_button, "btn-detach"),
+            (self.write_button, "btn-write"), (self.delete_button, "btn-delete"),
+            (self.partition_button, "btn-partition"), (self.heal_button, "btn-heal"),
+        ):  # fmt: skip
+            widget.add_class(f"hakit-{name}")
         self._buttons = [
             self.add_button, self.master_button, self.force_button, self.attach_button,
             self.stop_button, self.cancel_button, self.detach_button, self.write_button,
@@ -514,7 +537,9 @@ class ClusterDashboard(w.VBox):  # type: ignore[misc]
         for button in self._buttons:
             updates.append((button, "disabled", closed))
         changed = [(wd, name, v) for wd, name, v in updates if getattr(wd, name) != v]
+        self._refreshing = True
         with ExitStack() as stack:
+            stack.callback(setattr, self, "_refreshing", False)
             for widget in {id(wd): wd for wd, _, _ in changed}.values():
                 stack.enter_context(widget.hold_sync())
             for widget, name, value in changed:
@@ -528,9 +553,31 @@ class ClusterDashboard(w.VBox):  # type: ignore[misc]
                         widget.index = 0
                 else:
                     setattr(widget, name, value)
+            self._default_picks(rows)
             for _, _, refresh in self._sections:
                 if refresh is not None:
                     refresh()
+
+    def _default_picks(self, rows: list[NodeRow]) -> None:
+        """Until the user picks, suggest the likely ones: a replica, attached to the master."""
+        masters = [r.name for r in rows if r.role == "master"]
+        others = [r.name for r in rows if r.role != "master"]
+        for dropdown, wanted in (
+            (self.replica_pick, others), (self.node_pick, others),
+            (self.target_pick, masters), (self.sender, others),
+        ):  # fmt: skip
+            if id(dropdown) in self._picked or not wanted:
+                continue
+            if dropdown.value not in wanted:
+                self._setting_default = True
+                try:
+                    dropdown.value = wanted[0]
+                finally:
+                    self._setting_default = False
+
+    def _user_picked(self, change: dict[str, Any]) -> None:
+        if not self._setting_default and not self._refreshing:
+            self._picked.add(id(change["owner"]))
 
     def _refresh_log(self) -> None:
         value = log_html(self.cluster.log, self.cluster.log_dropped)

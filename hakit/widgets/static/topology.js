@@ -25,7 +25,7 @@ function layout(nodes, width, height) {
   const order = [...nodes].sort((a, b) => (b.role === "master") - (a.role === "master"));
   const cx = width / 2;
   const cy = height / 2 + 4;
-  const r = Math.min(width, height) / 2 - 46;
+  const r = Math.min(width, height) / 2 - 44;
   const pos = {};
   order.forEach((node, i) => {
     const angle = -Math.PI / 2 + (2 * Math.PI * i) / Math.max(order.length, 1);
@@ -38,8 +38,8 @@ function layout(nodes, width, height) {
 
 function draw(model, root) {
   const graph = model.get("graph") || { nodes: [], links: [] };
-  const width = 400;
-  const height = 300;
+  const width = 440;
+  const height = 250;
   root.replaceChildren();
   const svg = el("svg", {
     viewBox: `0 0 ${width} ${height}`,
@@ -101,7 +101,13 @@ function draw(model, root) {
     name.textContent = node.name;
     const meta = el("text", { y: 13, class: "hakit-node-meta" }, g);
     meta.textContent = `g${node.generation} · tx ${node.txid}`;
-    const role = el("text", { y: radius + 14, class: "hakit-node-role" }, g);
+    // The role label sits outside the ring (away from the centre), where no link passes.
+    const ox = p.x - width / 2;
+    const oy = p.y - (height / 2 + 4);
+    const olen = Math.hypot(ox, oy);
+    const [lx, ly] = olen < 1 ? [0, radius + 14] : [(ox / olen) * (radius + 16), (oy / olen) * (radius + 12) + 4];
+    const anchor = Math.abs(lx) < radius * 0.6 ? "middle" : lx > 0 ? "start" : "end";
+    const role = el("text", { x: lx, y: ly, class: "hakit-node-role", "text-anchor": anchor }, g);
     role.textContent = node.writes_disabled ? "stepped down" : node.role;
   }
 }

@@ -1,0 +1,203 @@
+"""The dashboard in a real browser: JupyterLab on 127.0.0.1, driven by Playwright with
+Debian's chromium (installed by ``make test`` when missing; never ``playwright install``).
+
+It opens a notebook with the dashboard, runs it, clicks Force master, and sees the role
+change and the stop-reason row in the page, in the light and the dark theme. Every wait is
+on a page or server condition, never a fixed delay. Screenshots go under
+``build/screenshots/`` (the test prints the path).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+playwright_sync = pytest.importorskip("playwright.sync_api")
+
+from . import design_example as ex  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+SHOTS = ROOT / "build" / "screenshots"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+#: Seconds allowed for the server to come up, and for each page condition.
+SERVER_TIMEOUT = 90.0
+PAGE_TIMEOUT_MS = 30_000
+
+
+@dataclass
+class Lab:
+    url: str
+    token: str
+    root: Path
+
+    def api(self, method: str, path: str) -> object:
+        request = urllib.request.Request(
+            f"{self.url}{path}", method=method, headers={"Authorization": f"token {self.token}"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            body = response.read()
+        return json.loads(body) if body else None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def write_settings(settings: Path, theme: str) -> None:
+    """JupyterLab user settings: the theme, and no news pop-up over the page."""
+    ext = settings / "@jupyterlab" / "apputils-extension"
+    ext.mkdir(parents=True, exist_ok=True)
+    (ext / "themes.jupyterlab-settings").write_text(json.dumps({"theme": theme}))
+    (ext / "notification.jupyterlab-settings").write_text(
+        json.dumps({"fetchNews": "false", "checkForUpdates": False})
+    )
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian's chromium is missing: `make test` installs it (apt-get install chromium)")
+    root = tmp_path_factory.mktemp("lab")
+    settings = root / ".settings"
+    write_settings(settings, "JupyterLab Light")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(ex.SETUP), nbformat.v4.new_code_cell(ex.ATTACH)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, root / "dashboard.ipynb")
+    port = free_port()
+    token = secrets.token_hex(16)
+    env = {
+        **os.environ,
+        "JUPYTERLAB_SETTINGS_DIR": str(settings),
+        "JUPYTERLAB_WORKSPACES_DIR": str(root / ".workspaces"),
+        "JUPYTER_RUNTIME_DIR": str(root / ".runtime"),
+        "PYTHONPATH": str(ROOT),
+    }
+    log = (root / "lab.log").open("w")
+    server = subprocess.Popen(
+        [
+            sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root",
+            "--ip=127.0.0.1", f"--port={port}", f"--ServerApp.token={token}",
+            f"--ServerApp.root_dir={root}", "--ServerApp.open_browser=False",
+            "--LabApp.news_url=", "--ServerApp.disable_check_xsrf=True",
+        ],
+        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + SERVER_TIMEOUT
+        up = Lab(url, token, root)
+        while True:  # wait until the server answers (a condition, checked every 0.2 s)
+            try:
+                up.api("GET", "/api/status")
+                break
+            except (urllib.error.URLError, ConnectionError, OSError):
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        "JupyterLab did not start:\n" + (root / "lab.log").read_text()
+                    ) from None
+                time.sleep(0.2)
+        yield up
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+def run_all(page, cells: int) -> None:  # type: ignore[no-untyped-def]
+    """Run the notebook's cells from the top, as a person does: Shift+Enter on each."""
+    page.locator(".jp-Notebook .jp-Cell .jp-InputArea-editor").first.click()
+    page.keyboard.press("Escape")
+    for _ in range(cells):
+        page.keyboard.press("Shift+Enter")
+
+
+def test_force_master_by_click_in_jupyterlab(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with capsys.disabled():
+        print(f"\nbrowser test screenshots: {SHOTS}")
+    for session in lab.api("GET", "/api/sessions") or []:  # a kernel from an earlier run
+        lab.api("DELETE", f"/api/sessions/{session['id']}")  # type: ignore[index]
+    with playwright_sync.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.set_default_timeout(PAGE_TIMEOUT_MS)
+        except BaseException:
+            browser.close()
+            raise
+        try:
+            page.goto(f"{lab.url}/lab/tree/dashboard.ipynb?token={lab.token}")
+            page.wait_for_selector(".jp-Notebook .jp-Cell")
+            # The kernel is connected and idle (the status bar says so).
+            page.locator(".jp-StatusBar-TextItem", has_text="| Idle").first.wait_for()
+            run_all(page, 2)
+            dashboard = page.locator(".hakit-dashboard")
+            dashboard.wait_for()
+            table = page.locator(".hakit-live-table")
+            for name in ("beta", "gamma"):
+                table.locator("tr", has_text=name).locator(".hakit-conn-streaming").wait_for()
+            page.locator(".hakit-topology svg .hakit-role-master").wait_for()
+            # The second cell ran to its end: the write arrived on beta.
+            page.locator(".jp-OutputArea-output", has_text="'hello'").wait_for()
+            dashboard.scroll_into_view_if_needed()
+            page.screenshot(path=str(SHOTS / "dashboard-light.png"))
+
+            # Force master gamma, by clicks.
+            page.select_option(".hakit-node-pick select", "gamma")
+            page.locator(".hakit-btn-force button, button.hakit-btn-force").first.click()
+            gamma = table.locator("tr", has_text="gamma")
+            gamma.locator(".hakit-role-cell-master").wait_for()
+            table.locator("tr", has_text="alpha").locator(".hakit-role-cell-down").wait_for()
+            table.locator("tr", has_text="beta").locator(".hakit-conn-streaming").wait_for()
+            page.locator(".hakit-status", has_text="BECOMES_MASTER").wait_for()
+            page.locator(".hakit-tabs .lm-TabBar-tab", has_text="Stop log").click()
+            row = page.locator(".hakit-log-row", has_text="BECOMES_MASTER")
+            row.first.wait_for()
+            assert "gamma" in row.first.inner_text()
+            assert "now the master" in row.first.inner_text()
+            dashboard.scroll_into_view_if_needed()
+            page.screenshot(path=str(SHOTS / "dashboard-light-after-force.png"))
+            dashboard.screenshot(path=str(SHOTS / "dashboard.png"))
+
+            # The dark theme, from JupyterLab's own menu.
+            page.locator(".lm-MenuBar-itemLabel", has_text="Settings").first.click()
+            page.locator(".lm-Menu-itemLabel", has_text="Theme").first.hover()
+            page.locator(".lm-Menu-itemLabel", has_text="JupyterLab Dark").first.click()
+            page.wait_for_selector("body[data-jp-theme-name='JupyterLab Dark']", state="attached")
+            page.wait_for_function(
+                "getComputedStyle(document.querySelector('.hakit-live-table td'))"
+                ".color !== 'rgba(0, 0, 0, 0.87)'"
+            )
+            page.locator(".hakit-tabs .lm-TabBar-tab", has_text="Controls").click()
+            dashboard.scroll_into_view_if_needed()
+            page.screenshot(path=str(SHOTS / "dashboard-dark.png"))
+            page.locator(".hakit-tabs .lm-TabBar-tab", has_text="Stop log").click()
+            row.first.wait_for()
+            page.screenshot(path=str(SHOTS / "dashboard-dark-log.png"))
+        except BaseException:
+            page.screenshot(path=str(SHOTS / "failure.png"))
+            raise
+        finally:
+            browser.close()
+    for session in lab.api("GET", "/api/sessions") or []:
+        lab.api("DELETE", f"/api/sessions/{session['id']}")  # type: ignore[index]
