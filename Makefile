@@ -15,7 +15,7 @@ SHELL := bash
 .DELETE_ON_ERROR:
 .DEFAULT_GOAL := test
 
-.PHONY: venv demo test lint bench torture fuzz clean distclean
+.PHONY: venv demo test lint bench torture fuzz lab browser clean distclean
 
 venv: $(STAMP)
 
@@ -40,8 +40,20 @@ $(DEMO_STAMP): pyproject.toml
 demo: $(DEMO_STAMP)
 	@$(BIN)/python -m hakit demo $(DEMO_ARGS)
 
-test: venv
+test: venv browser
 	$(BIN)/python -m pytest -q
+
+# The browser test drives Debian's chromium through Playwright (which is never let download
+# a browser of its own): install the package when it is missing.
+browser:
+	@command -v chromium >/dev/null || { \
+		echo "installing Debian's chromium for the browser test"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+
+# JupyterLab on 127.0.0.1 with the quickstart notebook: a live cluster and its dashboard.
+lab: venv
+	$(BIN)/python -m jupyter lab notebooks/quickstart.ipynb --ip=127.0.0.1 \
+		$(if $(filter 0,$(shell id -u)),--allow-root)
 
 lint: venv
 	$(BIN)/ruff check .

@@ -32,7 +32,8 @@ GROUPS = {
     "scale": ("scale_log", "scale_idle", "scale_sync", "scale_async", "scale_1000"),
 }
 #: Steps that measure several figures (three security modes x three scenarios) get longer.
-STEP_TIMEOUT_SCALE = {"security": 6}
+# Kernels take seconds to start: the notebook step gets six times the time too.
+STEP_TIMEOUT_SCALE = {"security": 6, "notebook": 6}
 
 
 def _steps(cfg: Config, quick: bool) -> list[tuple[str, Step]]:
@@ -126,6 +127,12 @@ def _steps(cfg: Config, quick: bool) -> list[tuple[str, Step]]:
 
         return await measure(cfg)
 
+    async def notebook() -> dict[str, Figure]:
+        from ._notebook import measure
+
+        # jupyter_client blocks: the kernels are driven from a worker thread.
+        return await trio.to_thread.run_sync(measure, cfg)
+
     steps: list[tuple[str, Step]] = [
         ("oneway", oneway_2),
         ("async", async_2),
@@ -138,6 +145,7 @@ def _steps(cfg: Config, quick: bool) -> list[tuple[str, Step]]:
         ("msg_rpc", msg_rpc),
         ("channel", channel),
         ("security", security),
+        ("notebook", notebook),
     ]
     if not quick:
         steps.insert(0, ("oneway1", oneway_1))

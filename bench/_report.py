@@ -97,6 +97,16 @@ Appended by `make bench` (`.venv/bin/python -m bench`); newest run last. A `--qu
     last answer; latency = one `send_request` call, p50/p99 over every request of a
     repetition. `verified`: the channel statistics count an answer for every request and no
     failed or timed-out one. `--only channels` runs the channel ceilings and figures alone.
+  * *notebook* (`bench/_notebook.py`): a real ipykernel (this venv's), driven over
+    jupyter_client; in it the DESIGN 6.2 live cluster (`hakit.jupyter`: alpha the master,
+    beta and gamma replicas, sync commits, ack policy ALL, all in the kernel's trio guest
+    run). Commit rate = one writer (`await hj.run(writer, seconds)`, `async with
+    alpha.transaction()` in a loop) for `duration` seconds, in a fresh kernel per
+    repetition, alternately without and with the dashboard shown (the cluster as a cell's
+    value, refreshing while the writer commits): the goal is the median of the per-pair
+    ratios, >= 0.9. Cell time = execute request to reply as the client sees it, for 200
+    trivial cells (`1`), p99, while a background writer (`hj.start_soon`) commits at full
+    speed with the dashboard shown; beside it the same on an idle kernel.
 * **Repetitions and noise.** The benchmark spins ~1 s first; each scenario runs one
   untimed warm-up of its own workload, then n timed repetitions of a few seconds
   (handover: n single handovers, initial sync: n fresh replica processes). Figures are
@@ -458,6 +468,27 @@ def goals(results: dict[str, Any], snapshot_keys: int) -> list[Goal]:
             "the same without a secret, measured in alternation",
             relative=True,
         )
+    add(
+        "notebook_dashboard",
+        "notebook: sync commits with the dashboard shown and updating",
+        0.9,
+        True,
+        "txn/s",
+        "nb_commit_dashboard",
+        "nb_commit_plain",
+        "the same commits in the same kernel setup, no dashboard",
+        relative=True,
+    )
+    add(
+        "notebook_cell_p99",
+        "notebook: trivial cell while committing at full speed, p99",
+        50,
+        False,
+        "ms",
+        "nb_cell_busy",
+        "nb_cell_idle",
+        "trivial cell p99 on an idle kernel",
+    )
     return out
 
 

@@ -121,10 +121,8 @@ def table_html(rows: list[NodeRow]) -> str:
         connection = DASH if state == "-" else state
         if state == "syncing" and r.progress is not None:
             connection = f"syncing {round(r.progress * 100)}%"
-        if r.lag is None:
-            lag = DASH
-        else:  # transactions behind, and how old the oldest missing one is
-            lag = f"{r.lag} tx · {r.lag_seconds or 0.0:.2f} s"
+        # transactions behind, and how old the oldest missing one is
+        lag = DASH if r.lag is None else f"{r.lag} tx · {r.lag_seconds or 0.0:.2f} s"
         body.append(
             f"<tr><td><b>{_esc(r.name)}</b></td>"
             f"<td class='hakit-muted'>{_esc(r.address or DASH)}</td>"
@@ -207,7 +205,7 @@ def _button(description: str, style: str = "", tooltip: str = "") -> w.Button:
         description=description,
         button_style=style,
         tooltip=tooltip or description,
-        layout=w.Layout(width="auto", min_width="92px"),
+        layout=w.Layout(width="auto", min_width="76px"),
     )
 
 

@@ -21,7 +21,7 @@ def test_quick_bench_runs_and_reports_every_goal(tmp_path: Path) -> None:
     report = json.loads(proc.stdout)
     assert report["errors"] == {}
     goals = {row["goal"]: row for row in report["goals"]}
-    assert len(goals) == 12
+    assert len(goals) == 14
     for row in goals.values():
         assert row["measured"] > 0
         assert row["ceiling"] > 0

@@ -72,13 +72,13 @@ def write_settings(settings: Path, theme: str) -> None:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     if not Path(CHROMIUM).exists():
-        pytest.fail("Debian's chromium is missing: `make test` installs it (apt-get install chromium)")
+        pytest.fail("Debian's chromium is missing: `make test` installs it (apt-get chromium)")
     root = tmp_path_factory.mktemp("lab")
     settings = root / ".settings"
     write_settings(settings, "JupyterLab Light")
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(ex.SETUP), nbformat.v4.new_code_cell(ex.ATTACH)]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
     nbformat.write(nb, root / "dashboard.ipynb")
     port = free_port()
     token = secrets.token_hex(16)
