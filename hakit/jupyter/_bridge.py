@@ -145,6 +145,37 @@ class BridgeTransformer(ast.NodeTransformer):
         return node
 
 
+#: What trio (or asyncio) says when a trio coroutine is awaited outside the trio run.
+_OUTSIDE_TRIO = (
+    "must be called from async context",
+    "unrecognized yield message",
+    "Task got bad yield",
+)
+
+
+def _ran_hakit_code(tb: types.TracebackType | None) -> bool:
+    while tb is not None:
+        if _is_ours(str(tb.tb_frame.f_globals.get("__name__", ""))):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _explain(
+    shell: Any, etype: type[BaseException], value: BaseException, tb: Any, tb_offset: Any = None
+) -> None:
+    """IPython's handler for errors of cells run before the bridge was in place."""
+    if any(text in str(value) for text in _OUTSIDE_TRIO) and _ran_hakit_code(tb):
+        error = NotebookError(
+            "this cell awaited a hakit coroutine outside the trio run: it was read before "
+            "hakit.jupyter was imported, so its awaits were not bridged. Run the cell again "
+            "(the bridge is in place now), and keep 'import hakit.jupyter' in a cell of its own"
+        )
+        shell.showtraceback((NotebookError, error, None), tb_offset=tb_offset)
+        return
+    shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
+
+
 def install_in_ipython() -> bool:
     """Add the transformer to the running IPython shell, once; return whether one runs."""
     if "IPython" not in sys.modules:
@@ -159,4 +190,8 @@ def install_in_ipython() -> bool:
     transformers = shell.ast_transformers
     if not any(isinstance(t, BridgeTransformer) for t in transformers):
         transformers.append(BridgeTransformer())
+        # The cell that imports hakit.jupyter was transformed before the import: explain the
+        # error its hakit awaits raise (unless the user has a custom handler of their own).
+        if not shell.custom_exceptions:
+            shell.set_custom_exc((RuntimeError, TypeError), _explain)
     return True

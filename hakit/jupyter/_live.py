@@ -599,6 +599,10 @@ class LiveCluster:
                 if not running.done:  # the graceful stop hangs (a cut link): interrupt
                     node.cancel()
                     await running._finished.wait()
+            # The master drops the old link once the replica's goodbye arrives (the network
+            # takes time): a second attach of the same name before that is refused.
+            with trio.move_on_after(SYNC_TIMEOUT):
+                await _until(lambda: name not in master_node.replicas)
             followers = [r for r in master_node.replicas if r != name]
             params = ReplicaParams(mode=ReplicaMode.FORCE_MASTER)
             reason = await self._attach(node, address, params, master_name).wait()

@@ -260,6 +260,16 @@ def test_cells_await_hakit_coroutines_through_the_bridge(aio) -> None:
             await run_cell("async with hakit.open_cluster() as c:\n    pass", ns)
         with pytest.raises(hj.NotebookError, match=r"hj\.run|hakit\.jupyter\.run"):
             await run_cell("async with trio.open_nursery() as n:\n    pass", ns)
+        # `await node.attach_master(...)` in a cell: the cell waits until the attach stops.
+        cell_ns = {**ns, "epsilon": cluster.add_node("epsilon")}
+        cell = asyncio.ensure_future(
+            run_cell("reason = await epsilon.attach_master('mem:alpha')", cell_ns)
+        )
+        await cluster.wait_synced("epsilon")
+        assert not cell.done()
+        cluster.detach("epsilon")
+        await cell
+        assert cell_ns["reason"] is hakit.StopReason.MASTER_REQUESTED_DISCONNECT
         # Plain asyncio awaitables pass through unchanged.
         assert await run_cell("import asyncio\nawait asyncio.sleep(0)\nx = 5", ns) is None
         # A hakit error raised in trio comes through to the cell.
