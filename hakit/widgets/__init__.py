@@ -12,7 +12,13 @@ from __future__ import annotations
 
 from ._dashboard import ClusterDashboard, TopologyView, register_section
 from ._panels import ClockPanel, FaultsPanel
+from ._sections import SECTIONS
 from ._timeline import Timeline
+
+# Every dashboard gets the live timeline and the faults and clock panels as tabs.
+for _factory in SECTIONS:
+    register_section(_factory)
+del _factory
 
 __all__ = [
     "ClockPanel",

@@ -38,7 +38,9 @@ def test_the_live_cluster_shows_as_the_dashboard(aio) -> None:
         assert isinstance(board, ClusterDashboard) and cluster.dashboard() is board
         view = bundle["application/vnd.jupyter.widget-view+json"]
         assert view["model_id"] == board.model_id
-        assert board.section_titles == ["Controls", "Messages", "Stop log"]
+        assert board.section_titles == [
+            "Controls", "Messages", "Stop log", "Timeline", "Faults", "Clock"
+        ]  # fmt: skip
         # The topology is an anywidget with its front-end code in the package.
         assert isinstance(board.topology, TopologyView)
         esm = board.topology._esm if isinstance(board.topology._esm, str) else ""
