@@ -86,6 +86,9 @@ class ReplicaLink:
         self._close_after_flush = False
         self.bytes_sent = 0
         self.frames_sent = 0
+        # Pairs of a full load sent so far, and in all (None until a full load streams).
+        self._load_pairs_sent = 0
+        self._load_pairs: int | None = None
         self._scope = trio.CancelScope()
         #: How long a graceful close may wait for a peer that does not read.
         self.flush_timeout = 5.0
@@ -95,6 +98,13 @@ class ReplicaLink:
     def unsent_bytes(self) -> int:
         """Bytes queued but not yet handed to the transport."""
         return self._entries_bytes + sum(map(len, self._frames))
+
+    @property
+    def load_progress(self) -> float | None:
+        """The share (0-1) of a full load's pairs sent so far; None when none streamed."""
+        if self._load_pairs is None:
+            return None
+        return self._load_pairs_sent / self._load_pairs if self._load_pairs else 1.0
 
     @property
     def is_synced(self) -> bool:
@@ -236,23 +246,32 @@ class ReplicaLink:
 
     async def _send_snapshot(self, snapshot: Snapshot) -> None:
         generation = self.machine.generation
-        send = self.stream.send
-        await send(m.SnapshotBegin(generation, snapshot.txid, snapshot.last_generation,
-                                   snapshot.count).encode())  # fmt: skip
+        self._load_pairs, self._load_pairs_sent = snapshot.count, 0
+        await self._send_counted(
+            m.SnapshotBegin(generation, snapshot.txid, snapshot.last_generation,
+                            snapshot.count).encode()
+        )  # fmt: skip
         batch: list[bytes] = []
+        pairs = 0
         for items in snapshot.chunks(SNAPSHOT_CHUNK_ITEMS):
             batch.extend(self._chunk_frames(generation, items))
+            pairs += len(items) // 2  # chunks are flat [k1, v1, k2, v2, ...]
             if len(batch) >= SNAPSHOT_CHUNKS_PER_SEND:
-                await send(b"".join(batch))
-                batch = []
+                await self._send_counted(b"".join(batch), pairs)
+                batch, pairs = [], 0
         batch.append(m.SnapshotEnd(generation, snapshot.txid, snapshot.count).encode())
         # Entries queued meanwhile follow on from the snapshot, so they are all > its txid.
         self._last_txid = max(self._last_txid, snapshot.txid)
         self.machine.sent(trio.current_time(), snapshot.txid)
         self.load_sent = not self._entries and not self._frames
-        await send(b"".join(batch))
+        await self._send_counted(b"".join(batch), pairs)
         snapshot.close()
         self.snapshot = None
+
+    async def _send_counted(self, data: bytes, pairs: int = 0) -> None:
+        await self.stream.send(data)
+        self.bytes_sent += len(data)
+        self._load_pairs_sent += pairs
 
     def _chunk_frames(self, generation: int, items: list[Any]) -> list[bytes]:
         """Encode snapshot pairs as chunks that each fit in a frame (halving as needed)."""

@@ -803,6 +803,7 @@ class Node:
                 lag=self.txid - link.machine.acked,
                 unsent_bytes=link.unsent_bytes,
                 bytes_sent=link.bytes_sent,
+                load_progress=link.load_progress,
             )
             for link in self._master.links.values()
         )

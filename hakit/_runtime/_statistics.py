@@ -16,7 +16,9 @@ class LinkStatistics:
         acked_txid: the last txid it acknowledged.
         lag: how many transactions it is behind the master.
         unsent_bytes: bytes queued for it and not yet sent.
-        bytes_sent: bytes sent to it so far.
+        bytes_sent: bytes sent to it so far, a full load's snapshot included.
+        load_progress: the share (0-1) of a full load's key/value pairs sent so far, or
+            None when no full load was streamed to it.
     """
 
     replica: str
@@ -26,6 +28,7 @@ class LinkStatistics:
     lag: int
     unsent_bytes: int
     bytes_sent: int
+    load_progress: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

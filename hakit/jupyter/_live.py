@@ -268,8 +268,10 @@ class LiveCluster:
                 lag = max(stats[master].txid - st.txid, 0)
                 lag_seconds = self._lag_seconds(st.txid) if lag else 0.0
                 if link.state == "syncing":
-                    total = link.bytes_sent + link.unsent_bytes
-                    progress = link.bytes_sent / total if total else 0.0
+                    progress = link.load_progress
+                    if progress is None:  # an incremental resync: its queued backlog
+                        total = link.bytes_sent + link.unsent_bytes
+                        progress = link.bytes_sent / total if total else 0.0
             elif attach is not None and not attach.done:
                 connection = "connecting"
             elif attach is not None:

@@ -115,3 +115,32 @@ async def test_event_log_and_cluster_say_what_they_hold(autojump_clock: MockCloc
         (changed,) = master.events.of_type(hakit.RoleChanged)
         assert changed.new == "master"  # typed: of_type returns list[RoleChanged]
         assert [type(event) for event in master.events] == [hakit.RoleChanged]
+
+
+async def test_a_full_load_counts_its_bytes_and_progress(autojump_clock: MockClock) -> None:
+    async with hakit.open_cluster(seed=1) as cluster:
+        master = await cluster.add_node("m")
+        master.set_master_params(MasterParams())
+        for start in range(0, 40_000, 5_000):  # more pairs than one snapshot send carries
+            async with master.transaction() as tx:
+                for i in range(start, start + 5_000):
+                    tx.put(f"key-{i:05}", i)
+        replica = await cluster.add_node("r")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(replica.attach_master, "mem:m")
+            info = await master.attach_replica(timeout=5)
+            assert info.name == "r"
+            await wait_until(lambda: master.statistics().replicas[0].state == "streaming")
+            (link,) = master.statistics().replicas
+            assert link.sync == "full" and link.load_progress == 1.0
+            # The snapshot's frames are counted: at least one byte per key and value.
+            assert link.bytes_sent > 40_000 * len("key-00000")
+            assert replica.txid == master.txid and len(replica.items()) == 40_000
+            # A replica that is already equal loads nothing: no progress to report.
+            replica.replica_stop()
+            await replica.wait_stopped()
+            nursery.start_soon(replica.attach_master, "mem:m")
+            await master.attach_replica(timeout=5)
+            (link,) = master.statistics().replicas
+            assert link.sync == "equal" and link.load_progress is None
+            nursery.cancel_scope.cancel()
