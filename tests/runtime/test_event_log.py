@@ -47,7 +47,7 @@ async def every_fault(cluster: hakit.Cluster, nursery: trio.Nursery) -> None:
     await cluster.crash("r2")
     with pytest.raises(hakit.NodeClosedError):
         await run2.wait()
-    await trio.sleep(1)  # a restart takes a while; the master has seen the old link end
+    await wait_until(lambda: "r2" not in master.replicas)  # the master saw the old link end
     back = await cluster.restart("r2")
     run_attach(nursery, back, "mem:m", patient)
     await master.attach_replica(timeout=5)
