@@ -15,7 +15,7 @@ SHELL := bash
 .DELETE_ON_ERROR:
 .DEFAULT_GOAL := test
 
-.PHONY: venv demo test lint bench torture fuzz lab browser clean distclean
+.PHONY: venv demo test lint bench torture fuzz lab browser notebooks test-binder binder-requirements clean distclean
 
 venv: $(STAMP)
 
@@ -76,6 +76,20 @@ torture: venv
 FUZZ_ARGS ?= --frames 1000000 --minutes 10 --workers 16
 fuzz: venv
 	nice -n 10 $(BIN)/python -m fuzz $(FUZZ_ARGS)
+
+# Execute every teaching notebook in a fresh kernel, check its facts, and write the executed
+# copies (what a static viewer shows) to notebooks/rendered/.
+notebooks: venv
+	$(BIN)/python -m tests.notebooks.run --workers 4 --render notebooks/rendered
+
+# Build a fresh environment from binder/ as Binder would (venv + requirements + postBuild) and
+# execute every notebook in it. Slow: not part of `make test`; .ci/run runs it.
+test-binder:
+	bash tests/binder/build.sh
+
+# Pin binder/requirements.txt to the versions installed in .venv.
+binder-requirements: venv
+	$(BIN)/python -m tests.binder.pins
 
 # Build artefacts and caches; the venv stays (see distclean).
 clean:

@@ -495,6 +495,14 @@ class LiveCluster:
         forcing = ReplicaMode.FORCE_MASTER in params.mode
 
         async def attach() -> StopReason:
+            # A replica's attach returns once it has said goodbye; its master drops the old
+            # link a moment later, and until then the name is taken (a new attach would be
+            # refused as a duplicate). Re-attaching right after a stop is what a learner (and
+            # force_master) does, so give the master that moment.
+            old_master = self.cluster.nodes.get(master)
+            if old_master is not None and node.name in old_master.replicas:
+                with trio.move_on_after(SYNC_TIMEOUT):
+                    await _until(lambda: node.name not in old_master.replicas)
             reason = await node.attach_master(address, params)
             if reason is StopReason.BECOMES_MASTER:
                 self._serve(node)
