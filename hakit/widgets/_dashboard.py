@@ -239,7 +239,9 @@ class ClusterDashboard(w.VBox):  # type: ignore[misc]
         self.status = w.HTML("<div class='hakit-status'></div>")
         self.log_view = w.HTML()
         self.tabs = w.Tab(layout=w.Layout(width="100%"))
+        self.tabs.observe(self._refresh_shown_section, names="selected_index")
         self._sections: list[tuple[str, w.Widget, Callable[[], None] | None]] = []
+        self._lazy: set[int] = set()  # sections refreshed only while on show
         self._node_dropdowns: list[w.Dropdown] = []
         self._picked: set[int] = set()  # dropdowns the user has chosen in
         self._setting_default = False
@@ -250,7 +252,8 @@ class ClusterDashboard(w.VBox):  # type: ignore[misc]
         self.add_section("Messages", self.channel_panel)
         self.add_section("Stop log", self.log_view, self._refresh_log)
         for factory in _registered:
-            self.add_section(*factory(self))
+            # Registered views (the live timeline among them) redraw only when on show.
+            self.add_section(*factory(self), only_when_shown=True)
         self.main_row = w.HBox(
             [self.topology, self.table], layout=w.Layout(align_items="flex-start", width="100%")
         )
@@ -272,9 +275,20 @@ class ClusterDashboard(w.VBox):  # type: ignore[misc]
 
     # -- sections -----------------------------------------------------------------------------
     def add_section(
-        self, title: str, widget: w.Widget, refresh: Callable[[], None] | None = None
+        self,
+        title: str,
+        widget: w.Widget,
+        refresh: Callable[[], None] | None = None,
+        *,
+        only_when_shown: bool = False,
     ) -> None:
-        """Add a tab under the table; ``refresh()`` runs on every dashboard refresh."""
+        """Add a tab under the table; ``refresh()`` runs on every dashboard refresh.
+
+        With `only_when_shown`, ``refresh()`` runs only while its tab is the one on show
+        (and when the tab is picked): for views too costly to redraw unseen.
+        """
+        if only_when_shown:
+            self._lazy.add(len(self._sections))
         self._sections.append((title, widget, refresh))
         titles = [t for t, _, _ in self._sections]
         with self.tabs.hold_sync():
@@ -552,9 +566,19 @@ class ClusterDashboard(w.VBox):  # type: ignore[misc]
                 else:
                     setattr(widget, name, value)
             self._default_picks(rows)
-            for _, _, refresh in self._sections:
-                if refresh is not None:
+            shown = self.tabs.selected_index
+            for index, (_, _, refresh) in enumerate(self._sections):
+                if refresh is not None and (index == shown or index not in self._lazy):
                     refresh()
+
+    def _refresh_shown_section(self, _change: object = None) -> None:
+        # A lazy section comes up to date when its tab is picked: a live timeline redrawn
+        # behind a closed tab would cost a busy cluster much of its commit rate.
+        index = self.tabs.selected_index
+        if index in self._lazy:
+            refresh = self._sections[index][2]
+            if refresh is not None:
+                refresh()
 
     def _default_picks(self, rows: list[NodeRow]) -> None:
         """Until the user picks, suggest the likely ones: a replica, attached to the master."""
