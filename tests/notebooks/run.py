@@ -62,6 +62,108 @@ EXPECTED: dict[str, dict[str, Any]] = {
             "acked": [],
         },
     },
+    "02-attach-and-initial-sync": {
+        "full-load": {
+            "heard": ["CONNECTED", "DB_LOAD_BEGIN", "DB_LOAD_OK"],
+            "sync": "full",
+            "same data": True,
+        },
+        "equal": {
+            "stopped with": "STOPPED_BY_LOCAL_REQUEST",
+            "heard": ["CONNECTED", "DB_EQUAL"],
+            "sync": "equal",
+        },
+        "incremental": {
+            "heard": ["CONNECTED", "STATEFUL_SYNC"],
+            "sync": "incremental",
+            "txids": (6, 6),
+        },
+        "hot": {
+            "committed while delta loaded": True,
+            "delta's link": "syncing",
+            "acked by": ["beta", "delta"],
+            "delta has it": "hot",
+        },
+        "static": {
+            "committed while delta loaded": False,
+            "delta's link": "syncing",
+            "acked by": ["beta", "delta"],
+            "delta has it": "static",
+        },
+        "failed-load": {
+            "stop reason": "CONNECTION_ABORTED",
+            "heard": ["CONNECTED", "DB_LOAD_BEGIN", "REPLICA_STOPPED", "DB_LOAD_FAILED"],
+            "gamma txid": 0,
+            "gamma keys": 0,
+        },
+        "resynced": (True, True),
+        "exercise": {
+            "heard": ["CONNECTED", "DB_LOAD_BEGIN", "DB_LOAD_OK"],
+            "sync": "full",
+            "same data": True,
+        },
+    },
+    "03-force-master-and-fencing": {
+        "start": {"alpha": ("MASTER", 1, 1), "beta": ("REPLICA", 1, 1), "gamma": ("REPLICA", 1, 1)},
+        "force": (
+            "BECOMES_MASTER",
+            {"alpha": ("STANDALONE", 2, 1), "beta": ("REPLICA", 2, 1), "gamma": ("MASTER", 2, 1)},
+        ),
+        "old-master-refuses": (
+            "node 'alpha' stepped down and refuses writes (the master is at mem:gamma)"
+        ),
+        "partition": {
+            "replicas stopped with": ("CONNECTION_ABORTED", "CONNECTION_ABORTED"),
+            "alpha's write acked by": (),
+            "detached": ("beta", "gamma"),
+        },
+        "split-brain": {
+            "alpha": ("MASTER", 1, 2),
+            "beta": ("REPLICA", 2, 2),
+            "gamma": ("MASTER", 2, 2),
+        },
+        "fenced": (
+            (
+                "HANDSHAKE_FAILED",
+                "master at mem:alpha refused the handshake: the replica has seen generation 2, "
+                "newer than this master's 1, a node was promoted from this master's history: "
+                "this master is stale",
+            ),
+            {
+                "alpha": ("STANDALONE", 2, 2),
+                "beta": ("STANDALONE", 2, 2),
+                "gamma": ("MASTER", 2, 2),
+            },
+        ),
+        "stale-refuses": "node 'alpha' stepped down and refuses writes",
+        "rejoin": {
+            "sync": ["full"],
+            "alpha has lonely": None,
+            "alpha has y": 2,
+            "state": {
+                "alpha": ("REPLICA", 2, 2),
+                "beta": ("STANDALONE", 2, 2),
+                "gamma": ("MASTER", 2, 2),
+            },
+        },
+        "discarded": [
+            {
+                "master": "gamma",
+                "txids": (2, 2),
+                "replaced": (("lonely", "written on the wrong side"),),
+            }
+        ],
+        "exercise": {
+            "reason": "BECOMES_MASTER",
+            "state": {
+                "alpha": ("MASTER", 3, 3),
+                "beta": ("REPLICA", 3, 3),
+                "gamma": ("STANDALONE", 3, 2),
+            },
+            "acked": ["beta"],
+            "gamma refuses writes": True,
+        },
+    },
     "04-message-channels": {
         "one-way": [("beta", "gamma", [b"cache", b"refresh"])],
         "request": b"alpha got 1 part(s)",
@@ -78,6 +180,45 @@ EXPECTED: dict[str, dict[str, Any]] = {
             "bad argument": "InvalidArgumentError",
         },
         "exercise": (b"first", ["InvalidArgumentError"]),
+    },
+    "05-faults-and-stop-reasons": {
+        "reasons": [
+            (0, "CONNECTION_ABORTED"),
+            (1, "MASTER_REQUESTED_DISCONNECT"),
+            (2, "HANDSHAKE_FAILED"),
+            (3, "STOPPED_BY_LOCAL_REQUEST"),
+            (4, "BECOMES_MASTER"),
+            (5, "ITERATOR_ERROR"),
+            (6, "CANCELLED"),
+        ],
+        "reason-0": ("CONNECTION_ABORTED", {"HELLO": 1, "WELCOME": 1}),
+        "reason-1": ("MASTER_REQUESTED_DISCONNECT", {"DETACH": 1}),
+        "reason-2": (
+            "HANDSHAKE_FAILED",
+            "master at mem:alpha refused the handshake: the master already serves its maximum "
+            "number of replicas",
+            {"REJECT": 1},
+        ),
+        "reason-3": ("STOPPED_BY_LOCAL_REQUEST", {"BYE": 1}),
+        "reason-4": (
+            "BECOMES_MASTER",
+            {"PROMOTE_REQUEST": 1, "KILL_MASTER": 1, "MASTER_KILLED": 1},
+            "MASTER",
+        ),
+        "reason-5": ("ITERATOR_ERROR", [1, 2, None], {"TXNS": 2}),
+        "reason-6": ("CANCELLED", {"BYE": 0}),
+        "log": [
+            ("cut", 0, "CONNECTION_ABORTED"),
+            ("detached", 1, "MASTER_REQUESTED_DISCONNECT"),
+            ("refused", 2, "HANDSHAKE_FAILED"),
+            ("holder", 3, "STOPPED_BY_LOCAL_REQUEST"),
+            ("stopped", 3, "STOPPED_BY_LOCAL_REQUEST"),
+            ("promoted", 3, "STOPPED_BY_LOCAL_REQUEST"),
+            ("promoted", 4, "BECOMES_MASTER"),
+            ("buggy", 5, "ITERATOR_ERROR"),
+            ("cancelled", 6, "CANCELLED"),
+        ],
+        "exercise": ("CONNECTION_ABORTED", "the master closed the connection"),
     },
     "06-sync-vs-async-commit": {
         "policies": {
