@@ -84,6 +84,8 @@ class Attach:
     master: str
     force: bool
     owner: hakit.Node | None = None  # the node object (a restart makes a new one)
+    #: FORCE_SYNC: the operator gives up the node's own branch (see `Harness.converge`)
+    sync: bool = False
     requested: set[StopReason] = field(default_factory=set)
     done: trio.Event = field(default_factory=trio.Event)
     reason: StopReason | None = None
@@ -162,9 +164,10 @@ class Harness:
     def resolve(self, name: str) -> hakit.Node | None:
         return self.master() if name == "*" else self.nodes[name]
 
-    def replica_params(self, force: bool) -> ReplicaParams:
+    def replica_params(self, force: bool, sync: bool = False) -> ReplicaParams:
+        mode = ReplicaMode.FORCE_MASTER if force else ReplicaMode.NONE
         return ReplicaParams(
-            mode=ReplicaMode.FORCE_MASTER if force else ReplicaMode.NONE,
+            mode=mode | ReplicaMode.FORCE_SYNC if sync else mode,
             initial_timeout=5.0,
             commit_timeout=1.0,
             wait_data_timeout=self.config.wait_data_timeout,
@@ -225,7 +228,9 @@ class Harness:
                     f"only txid {replica.txid}",
                 )
 
-    async def attach(self, node: hakit.Node, *, force: bool = False) -> Attach | None:
+    async def attach(
+        self, node: hakit.Node, *, force: bool = False, sync: bool = False
+    ) -> Attach | None:
         """Start `node`'s attach to the current master in the background, if it can attach."""
         target = self.master()
         if node.name in self.attaching or node.role is not Role.STANDALONE:
@@ -234,7 +239,7 @@ class Harness:
             return None
         if self.cluster.network.is_down(node.name):
             return None
-        record = Attach(node.name, target.name, force, node)
+        record = Attach(node.name, target.name, force, node, sync=sync)
         await self.nursery.start(self._attach, node, target.address, record)
         return record
 
@@ -252,8 +257,8 @@ class Harness:
         # its session exists by the time the schedule goes on (stop/cancel can reach it).
         task_status.started()
         try:
-            reason = await node.attach_master(address, self.replica_params(record.force),
-                                              timeout=1.0)  # fmt: skip
+            params = self.replica_params(record.force, record.sync)
+            reason = await node.attach_master(address, params, timeout=1.0)
         except ATTACH_ERRORS as exc:
             record.error = f"{type(exc).__name__}: {exc}"
             if not isinstance(exc.stop_reason, StopReason):
@@ -410,48 +415,37 @@ class Harness:
                     "faults ended",
                 )
         await trio.sleep(3.0)  # let links notice the heal, keepalives flow, stops finish
-        final = self.master()
-        if final is None:
-            # No master left (all stepped down): the operator promotes the most up to date
-            # node that may be promoted (a deposed master may not, until it resynced).
-            candidates = sorted(
-                self.nodes.values(),
-                key=lambda n: (n.storage.last_generation, n.txid, n.generation, n.name),
-                reverse=True,
-            )
-            for candidate in candidates:
-                if not await self.end_attach(candidate.name):
-                    return None
-                try:
-                    candidate.set_master_params(self.base_params)
-                except hakit.LocalProtocolError:
-                    continue
-                final = candidate
-                break
-            else:
-                self.violation("liveness", "no node accepts to become the master at the end")
-                return None
-        else:
-            final.set_master_params(self.base_params)  # sync commits again
-        others = [n for n in self.nodes.values() if n is not final]
-        for node in others:
-            if node.role is Role.MASTER:
-                node.stop_master()
+        final = await self._choose_final()
         for attempt in range(3):
+            if final is None:
+                return None
+            others = [n for n in self.nodes.values() if n is not final]
+            for node in others:
+                if node.role is Role.MASTER:
+                    node.stop_master()
             for node in others:
                 if not self._joined(node, final):
                     record = self.attaching.get(node.name)
                     if record is not None and record.master != final.name:
                         await self.end_attach(node.name)
                     if node.name not in self.attaching:
-                        await self.attach(node)
+                        await self.attach(node, sync=self._holds_own_branch(node))
             with trio.move_on_after(SETTLE / 3):
                 # Polling in virtual time: no one event says "every node caught up".
-                while not all(self._joined(n, final) for n in others):  # noqa: ASYNC110
+                while not all(self._joined(n, final) for n in others):
+                    if final.role is not Role.MASTER:
+                        break
                     await trio.sleep(0.05)
             if all(self._joined(n, final) for n in others):
                 await self._final_write(final, others)
                 break
+            if final.role is not Role.MASTER and attempt < 2:
+                # A rejoining node proved it stale (it was promoted from the final master's
+                # history, by hand, beside it): the master stepped down, as it must, and the
+                # operator promotes another.
+                await trio.sleep(1.0)
+                final = await self._choose_final()
+                continue
             if attempt == 2:
                 for node in others:
                     if not self._joined(node, final):
@@ -465,6 +459,30 @@ class Harness:
                             f"{how}",
                         )
         return final
+
+    async def _choose_final(self) -> hakit.Node | None:
+        """The master every node rejoins: the current one, or the one the operator promotes."""
+        final = self.master()
+        if final is not None:
+            final.set_master_params(self.base_params)  # sync commits again
+            return final
+        # No master left (all stepped down): the operator promotes the most up to date
+        # node that may be promoted (a deposed master may not, until it resynced).
+        candidates = sorted(
+            self.nodes.values(),
+            key=lambda n: (n.storage.last_generation, n.txid, n.generation, n.name),
+            reverse=True,
+        )
+        for candidate in candidates:
+            if not await self.end_attach(candidate.name):
+                return None
+            try:
+                candidate.set_master_params(self.base_params)
+            except hakit.LocalProtocolError:
+                continue
+            return candidate
+        self.violation("liveness", "no node accepts to become the master at the end")
+        return None
 
     async def _final_write(self, final: hakit.Node, others: list[hakit.Node]) -> None:
         # Liveness once healed: a write on the final master commits and reaches everyone.
@@ -484,6 +502,16 @@ class Harness:
         elif not all(self._joined(n, final) for n in others):
             behind = [n.name for n in others if not self._joined(n, final)]
             self.violation("liveness", f"the last write never reached {', '.join(behind)}")
+
+    def _holds_own_branch(self, node: hakit.Node) -> bool:
+        """Whether the final master refused `node` for a branch of its own.
+
+        A node promoted by hand beside the master reached a newer generation: as the refusal
+        says, its operator gives that branch up with FORCE_SYNC (what it discards stays in
+        `node.discarded()`, which the checker counts).
+        """
+        last = [a for a in self.attaches if a.node == node.name][-1:]
+        return bool(last) and "attach with FORCE_SYNC" in (last[0].error or "")
 
     @staticmethod
     def _joined(node: hakit.Node, final: hakit.Node) -> bool:

@@ -36,7 +36,10 @@ class ReplicaMode(enum.Flag):
     NONE = 0
     #: Sync, then take over as master (KILL_MASTER) and return `BECOMES_MASTER`.
     FORCE_MASTER = enum.auto()
-    #: Always load a full snapshot, even when the databases look equal.
+    #: Always load a full snapshot, even when the databases look equal. Also the one way back
+    #: for a node that holds a branch of its own (promoted by hand beside the master, it reached
+    #: a newer generation, which the master refuses to trust): it gives up that branch and its
+    #: generation for the master's, keeping what it discards in `Node.discarded()`.
     FORCE_SYNC = enum.auto()
     #: Open a cancel point at `ReplicaParams.cancel_address` for `hakit.cancel`.
     ALLOW_CANCEL = enum.auto()

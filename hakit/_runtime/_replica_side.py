@@ -321,7 +321,7 @@ class ReplicaRun:
                             discard = None
                             loader.commit(
                                 event.txid, event.last_generation, event.generation,
-                                event.history, record,
+                                event.history, record, forced=machine.force_sync,
                             )  # fmt: skip
                             loader = None
                             self.node._log.clear()

@@ -71,19 +71,28 @@ def decide_handshake(hello: m.Hello, view: MasterView) -> tuple[m.Welcome | m.Re
         return reject(f"bad history from the replica: {exc}")
     if not view.accepting:
         return reject("the master already serves its maximum number of replicas")
+    force_sync = bool(hello.flags & m.HelloFlags.FORCE_SYNC)
     if hello.generation > view.generation:
-        if h.descends_from(history, view.history):
-            detail = "a node was promoted from this master's history: this master is stale"
-        else:
-            # A higher number alone proves nothing (anyone can send one): the replica is
-            # refused, and the master stays the master (see `proves_newer_history`).
-            detail = "on a history that does not continue this master's: refused"
-        return reject(
+        seen = (
             f"the replica has seen generation {hello.generation}, newer than this master's "
-            f"{view.generation}, {detail}"
+            f"{view.generation}"
         )
+        if h.descends_from(history, view.history):
+            return reject(f"{seen}, a node was promoted from this master's history: this "
+                          "master is stale")  # fmt: skip
+        if not force_sync:
+            # A higher number alone proves nothing (anyone can send one): the replica is
+            # refused, and the master stays the master (see `proves_newer_history`). The
+            # replica holds a branch of its own (a node promoted by hand beside this master);
+            # only its operator can give that branch up, by attaching with FORCE_SYNC.
+            return reject(
+                f"{seen}, on a history that does not continue this master's: refused (attach "
+                "with FORCE_SYNC to discard the replica's own branch and load this master's)"
+            )
+        # FORCE_SYNC: the replica gives up its branch and its generation and loads ours in
+        # full (what it discards is kept, see `Diverged`); the master's generation stays.
     common = common_txid(hello.txid, hello.last_generation, history, view)
-    if hello.flags & m.HelloFlags.FORCE_SYNC:
+    if force_sync:
         sync = m.SyncKind.FULL
     else:
         sync = plan_sync(hello.txid, hello.last_generation, view, history)

@@ -13,6 +13,9 @@ States::
 
 Every transaction entry is checked before it is handed out: txids must follow on exactly and
 generations never go back, so a replica can never apply a gap or a stale master's history.
+The one way back to an older generation is a full load the replica asked for with
+`force_sync`: its operator gives up a branch of the replica's own (a node promoted by hand
+beside the master) for the master's, and what the load discards is reported (`Diverged`).
 """
 
 from __future__ import annotations
@@ -261,7 +264,7 @@ class ReplicaMachine:
             return [self._stop(exc.stop_reason, f"protocol error from the master: {exc}")]
 
     def _receive(self, msg: m.Message) -> list[ReplicaEvent]:
-        if msg.generation < self.generation and not isinstance(msg, m.Reject):
+        if msg.generation < self.generation and not isinstance(msg, m.Reject | m.Welcome):
             raise RemoteProtocolError(
                 f"{type(msg).__name__} from generation {msg.generation}, older than ours "
                 f"({self.generation}): a stale master"
@@ -311,6 +314,13 @@ class ReplicaMachine:
         history = h.from_wire(msg.history)
         if not 0 <= msg.common <= self.txid:
             raise RemoteProtocolError(f"common txid {msg.common} outside [0, {self.txid}]")
+        if msg.generation < self.generation and not (self.force_sync and sync is m.SyncKind.FULL):
+            # Only a full load we asked for (FORCE_SYNC: the operator gives up this node's
+            # branch) may take us back to an older generation; anything else is a stale master.
+            raise RemoteProtocolError(
+                f"Welcome from generation {msg.generation}, older than ours "
+                f"({self.generation}): a stale master"
+            )
         self.master = msg.master
         self.sync_kind = sync
         self.generation = msg.generation

@@ -60,11 +60,15 @@ class Loader(Protocol):
         generation: int,
         history: History = (),
         discarded: dict[str, Any] | None = None,
+        *,
+        forced: bool = False,
     ) -> None:
         """Atomically replace the database, and its history, with the staged data at `txid`.
 
         `discarded`, if given, is the msgpack-serializable record of what the load replaces
-        (see `Storage.discarded`), kept in the same atomic step.
+        (see `Storage.discarded`), kept in the same atomic step. `generation` never goes down,
+        except in a `forced` load: a replica that asked for it (`FORCE_SYNC`) gives up a branch
+        of its own, and the generation it had reached there, for the master's.
         """
         ...
 

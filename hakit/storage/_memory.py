@@ -292,18 +292,24 @@ class _MemoryLoader(LoaderBase):
         generation: int,
         history: History = (),
         discarded: dict[str, Any] | None = None,
+        *,
+        forced: bool = False,
     ) -> None:
         """Atomically replace the database with the staged data at `txid`.
 
         Args:
             txid: The txid the loaded data reflects.
             last_generation: The generation of that transaction.
-            generation: The node's generation from now on; not lower than the current one.
+            generation: The node's generation from now on; not lower than the current one
+                unless `forced`.
             history: The loaded data's history (the master's), replacing the node's.
             discarded: The record of what the load replaces, kept (see `discarded`).
+            forced: The replica asked for this load to give up a branch of its own
+                (`FORCE_SYNC`): its generation may go down to the master's.
 
         Raises:
-            ValueError: A counter is negative, or `generation` is lower than the storage's;
+            ValueError: A counter is negative, or `generation` is lower than the storage's
+                and not `forced`;
                 the load is aborted and the database is unchanged.
             TypeError: A counter is not an int; the load is aborted.
             RuntimeError: The load is already committed or aborted.
@@ -314,7 +320,7 @@ class _MemoryLoader(LoaderBase):
             check_counter("last_generation", last_generation)
             check_counter("generation", generation)
             checked = check_history(history)
-            if generation < storage.generation:
+            if generation < storage.generation and not forced:
                 raise ValueError(
                     f"generation cannot go down: {generation} < current {storage.generation}"
                 )

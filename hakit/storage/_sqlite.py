@@ -568,19 +568,25 @@ class _SqliteLoader(LoaderBase):
         generation: int,
         history: History = (),
         discarded: dict[str, Any] | None = None,
+        *,
+        forced: bool = False,
     ) -> None:
         """Atomically replace the database with the staged data at `txid`.
 
         Args:
             txid: The txid the loaded data reflects.
             last_generation: The generation of that transaction.
-            generation: The node's generation from now on; not lower than the current one.
+            generation: The node's generation from now on; not lower than the current one
+                unless `forced`.
             history: The loaded data's history (the master's), replacing the node's.
             discarded: The record of what the load replaces, kept in table ``discarded`` in
                 the same SQLite transaction.
+            forced: The replica asked for this load to give up a branch of its own
+                (`FORCE_SYNC`): its generation may go down to the master's.
 
         Raises:
-            ValueError: A counter is negative, or `generation` is lower than the storage's.
+            ValueError: A counter is negative, or `generation` is lower than the storage's
+                and not `forced`.
             TypeError: A counter is not an int.
             sqlite3.Error: The commit itself failed.
             RuntimeError: The load is already committed or aborted.
@@ -594,7 +600,7 @@ class _SqliteLoader(LoaderBase):
             check_counter("last_generation", last_generation)
             check_counter("generation", generation)
             checked = check_history(history)
-            if generation < storage.generation:
+            if generation < storage.generation and not forced:
                 raise ValueError(
                     f"generation cannot go down: {generation} < current {storage.generation}"
                 )

@@ -93,6 +93,31 @@ def test_newer_generation_is_refused_even_when_everything_else_matches() -> None
     assert isinstance(reply, m.Reject)
 
 
+def test_a_newer_branch_is_loaded_in_full_when_the_replica_gives_it_up() -> None:
+    # torture F5: a node promoted by hand beside this master (a branch of its own) comes
+    # back only when its operator asks for FORCE_SYNC; the master's generation stays.
+    view = make_view(history=(("h-m", 1),))
+    hello = make_hello(
+        generation=5, txid=7, history=[["h-r", 1]], flags=int(m.HelloFlags.FORCE_SYNC)
+    )
+    reply, sync = decide_handshake(hello, view)
+    assert reply == m.Welcome(2, "m", 10, int(SyncKind.FULL), 1.5, [["h-m", 1]], 0)
+    assert sync is SyncKind.FULL
+    refused, _ = decide_handshake(make_hello(generation=5, txid=7, history=[["h-r", 1]]), view)
+    assert isinstance(refused, m.Reject) and "attach with FORCE_SYNC" in refused.detail
+
+
+def test_proof_of_a_newer_history_is_refused_even_with_force_sync() -> None:
+    # The replica holds this master's history and a newer one after it: this master is stale,
+    # and a stale master must never overwrite it, whatever the replica asks.
+    view = make_view(history=(("h-m", 1),))
+    hello = make_hello(
+        generation=3, history=[["h-m", 1], ["h-r", 11]], flags=int(m.HelloFlags.FORCE_SYNC)
+    )
+    reply, _ = decide_handshake(hello, view)
+    assert isinstance(reply, m.Reject) and "this master is stale" in reply.detail
+
+
 def test_older_generation_is_welcomed() -> None:
     reply, sync = decide_handshake(make_hello(generation=1, txid=5, last_generation=1), make_view())
     assert reply == m.Welcome(2, "m", 10, int(SyncKind.INCREMENTAL), 1.5, [], 5)

@@ -358,6 +358,22 @@ def test_welcome_from_an_older_generation() -> None:
     assert_aborted(make_replica(generation=3), welcome(5, SyncKind.EQUAL), "generation 2")
 
 
+def test_only_a_full_load_asked_for_with_force_sync_takes_the_generation_back() -> None:
+    # torture F5: a node promoted beside the master gives up its branch and its generation.
+    assert_aborted(
+        make_replica(generation=3, force_sync=True), welcome(5, SyncKind.EQUAL), "stale master"
+    )
+    assert_aborted(make_replica(generation=3), welcome(9, SyncKind.FULL, common=2), "stale")
+    replica = make_replica(generation=3, force_sync=True)
+    events = replica.receive(welcome(9, SyncKind.FULL, common=2), 0.0)
+    assert [type(e).__name__ for e in events] == ["Welcomed", "Diverged"]
+    assert replica.generation == 2 and replica.state is ReplicaState.LOADING
+    replica.receive(m.SnapshotBegin(2, 9, 2, 1), 0.0)
+    replica.receive(m.SnapshotChunk(2, ["k", "v"]), 0.0)
+    (end, *_) = replica.receive(m.SnapshotEnd(2, 9, 1), 0.0)
+    assert isinstance(end, LoadEnd) and (end.txid, end.generation) == (9, 2)
+
+
 def test_reject() -> None:
     replica = make_replica()
     events = replica.receive(m.Reject(2, int(StopReason.HANDSHAKE_FAILED), "wrong cluster"), 0.0)

@@ -362,3 +362,50 @@ async def test_a_deposed_master_is_promoted_again_only_after_resyncing(
     master.set_master_params(MasterParams())
     assert master.get("only_on_r1") == 1 and acked.acked == ()
     assert master.generation == 3
+
+
+async def test_a_node_promoted_beside_the_master_rejoins_it_only_by_giving_up_its_branch(
+    nodes: Nodes, clock: MockClock, nursery: trio.Nursery
+) -> None:
+    # torture F5 (seeds 1934, 102178): a node promoted by hand beside the master reaches a
+    # newer generation on a branch of its own. The master may not take that number as proof
+    # (anyone can send one), so it refuses the node, and nothing could ever bring it back.
+    # FORCE_SYNC is its operator's way back: the node gives up its branch and its generation.
+    master, (r1,), (run1,) = await master_with_replicas(nodes, nursery, "r1")
+    await commit(master, shared=1)
+    r1.cancel()
+    await run1.wait()
+    force = ReplicaParams(mode=hakit.ReplicaMode.FORCE_MASTER)
+    assert master.address is not None
+    assert await r1.attach_master(master.address, force) is hakit.StopReason.BECOMES_MASTER
+    await wait_until(lambda: master.role is hakit.Role.STANDALONE)
+    await commit(r1, on_r1=1)
+    master.set_master_params(MasterParams(), force=True)  # the operator's hand promotion
+    await commit(master, only_on_m=1)
+    assert (master.generation, r1.generation) == (3, 2)
+    master.stop_master()  # the operator picks r1 as the master after all
+    assert r1.address is not None
+    with pytest.raises(hakit.HAProtocolError, match="attach with FORCE_SYNC") as refused:
+        await master.attach_master(r1.address)
+    assert refused.value.stop_reason is hakit.StopReason.HANDSHAKE_FAILED
+    assert r1.role is hakit.Role.MASTER and r1.generation == 2  # not deposed by the number
+
+    run = run_attach(nursery, master, r1.address, ReplicaParams(mode=hakit.ReplicaMode.FORCE_SYNC))
+    info = await r1.attach_replica(timeout=5)
+    assert info.sync == "full"
+    assert dict(master.items()) == dict(r1.items()) == {"shared": 1, "on_r1": 1}
+    assert (master.generation, master.storage.generation) == (2, 2)
+    assert master.history_id == r1.history_id
+    (kept,) = master.discarded()
+    assert (kept.master, kept.first_txid, kept.last_txid) == ("r1", 2, 2)
+    assert kept.transactions == (hakit.TransactionRecord(2, 3, [[0, "only_on_m", 1]]),)
+    result = await commit(r1, after=1)
+    assert result.acked == ("m",) and result.generation == 2
+    await wait_until(lambda: master.get("after") == 1)
+    master.cancel()
+    await run.wait()
+    # It rejoined as an ordinary replica: a later attach is incremental or equal, not refused.
+    run = run_attach(nursery, master, r1.address)
+    assert (await r1.attach_replica(timeout=5)).sync in ("equal", "incremental")
+    master.cancel()
+    await run.wait()

@@ -437,6 +437,18 @@ def test_load_commit_with_lower_generation_fails_and_aborts(storage: Storage) ->
     assert state(storage) == (9, 4, 4, 0, {})
 
 
+def test_a_forced_load_may_take_the_generation_back(storage: Storage) -> None:
+    # FORCE_SYNC: a replica gives up a branch of its own, and its generation, for the master's.
+    fill(storage, {"a": 1})
+    storage.set_generation(4)
+    loader = storage.begin_load()
+    loader.add(["x", 1])
+    loader.commit(9, 2, 2, forced=True)
+    assert state(storage) == (9, 2, 2, 1, {"x": 1})
+    with pytest.raises(ValueError, match="cannot go down"):
+        storage.set_generation(1)
+
+
 @pytest.mark.parametrize(
     "chunk",
     [
