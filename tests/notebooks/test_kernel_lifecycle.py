@@ -52,14 +52,16 @@ def test_interrupt_stops_the_cell_not_the_run(tmp_path: Path) -> None:
             )["status"]
             == "ok"
         )
-        # A long await in a cell, interrupted once the kernel is busy with it.
-        msg_id = kernel.kc.execute("await asyncio.sleep(3600)")
+        # A long await in a cell, interrupted once the cell's code runs. Not on "busy": the
+        # kernel publishes it before it starts the cell, and an interrupt that early ends the
+        # request in ipykernel itself, with no reply at all (a race under load).
+        msg_id = kernel.kc.execute("print('awaiting', flush=True)\nawait asyncio.sleep(3600)")
         while True:
             msg = kernel.kc.get_iopub_msg(timeout=30)
             if (
                 msg["parent_header"].get("msg_id") == msg_id
-                and msg["msg_type"] == "status"
-                and msg["content"]["execution_state"] == "busy"
+                and msg["msg_type"] == "stream"
+                and "awaiting" in msg["content"]["text"]
             ):
                 break
         kernel.km.interrupt_kernel()
