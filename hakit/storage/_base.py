@@ -154,6 +154,40 @@ def check_counter(name: str, value: object) -> int:
     return value
 
 
+def check_generation(generation: object, current: int, *, forced: bool = False) -> int:
+    """Return `generation` if it may follow `current` (it never goes down unless `forced`).
+
+    Raises:
+        TypeError: not an int.
+        ValueError: out of range, or lower than `current` and not `forced`.
+    """
+    checked = check_counter("generation", generation)
+    if checked < current and not forced:
+        raise ValueError(f"generation cannot go down: {checked} < current {current}")
+    return checked
+
+
+def check_load(
+    current_generation: int,
+    txid: int,
+    last_generation: int,
+    generation: int,
+    history: History,
+    *,
+    forced: bool,
+) -> History:
+    """Check what `Loader.commit` was given; return the history, checked.
+
+    Raises:
+        TypeError: a counter is not an int, or the history is malformed.
+        ValueError: a counter out of range, or the generation going down unless `forced`.
+    """
+    check_counter("txid", txid)
+    check_counter("last_generation", last_generation)
+    check_generation(generation, current_generation, forced=forced)
+    return check_history(history)
+
+
 def check_history(history: object) -> History:
     """Return `history` as a tuple of ``(str, int)`` pairs if well-formed, else raise.
 

@@ -14,8 +14,9 @@ from ._base import (
     Key,
     LoaderBase,
     SnapshotBase,
-    check_counter,
+    check_generation,
     check_history,
+    check_load,
 )
 
 # Exact types, not isinstance: the check sits on the hot path, and ops decoded from the wire
@@ -76,11 +77,7 @@ class MemoryStorage:
             TypeError: `generation` is not an int.
             RuntimeError: A load is in progress.
         """
-        check_counter("generation", generation)
-        if generation < self._generation:
-            raise ValueError(
-                f"generation cannot go down: {generation} < current {self._generation}"
-            )
+        check_generation(generation, self._generation)
         self._require_no_load()
         self._generation = generation
 
@@ -316,14 +313,9 @@ class _MemoryLoader(LoaderBase):
         """
         storage = self._live()
         try:
-            check_counter("txid", txid)
-            check_counter("last_generation", last_generation)
-            check_counter("generation", generation)
-            checked = check_history(history)
-            if generation < storage.generation and not forced:
-                raise ValueError(
-                    f"generation cannot go down: {generation} < current {storage.generation}"
-                )
+            checked = check_load(
+                storage.generation, txid, last_generation, generation, history, forced=forced
+            )
         except BaseException:
             # A failed commit must not leave a load hanging that blocks every later write.
             self.abort()

@@ -36,8 +36,9 @@ from ._base import (
     Key,
     LoaderBase,
     SnapshotBase,
-    check_counter,
+    check_generation,
     check_history,
+    check_load,
 )
 
 _SCHEMA_VERSION = 2
@@ -250,11 +251,7 @@ class SqliteStorage:
             TypeError: `generation` is not an int.
             RuntimeError: A load is in progress.
         """
-        check_counter("generation", generation)
-        if generation < self._generation:
-            raise ValueError(
-                f"generation cannot go down: {generation} < current {self._generation}"
-            )
+        check_generation(generation, self._generation)
         conn = self._writable()
         conn.execute("UPDATE meta SET generation = ? WHERE id = 0", (generation,))
         self._generation = generation
@@ -596,14 +593,9 @@ class _SqliteLoader(LoaderBase):
         conn = self._live()
         storage = self._storage
         try:
-            check_counter("txid", txid)
-            check_counter("last_generation", last_generation)
-            check_counter("generation", generation)
-            checked = check_history(history)
-            if generation < storage.generation and not forced:
-                raise ValueError(
-                    f"generation cannot go down: {generation} < current {storage.generation}"
-                )
+            checked = check_load(
+                storage.generation, txid, last_generation, generation, history, forced=forced
+            )
             conn.execute(
                 "UPDATE meta SET txid = ?, last_generation = ?, generation = ?, history = ?"
                 " WHERE id = 0",
