@@ -24,12 +24,13 @@ from ._timeline_data import (
     DEFAULT_HIDDEN,
     DEFAULT_WINDOW,
     STATIC,
-    timeline_data,
+    TimelineBuilder,
     timeline_html,
     timeline_svg,
 )
 
-#: How many of a live log's newest events a live timeline keeps to draw from.
+#: How many of a live log's newest events a live timeline keeps, to redraw from when the
+#: kinds shown change (each redraw otherwise takes in only the events that are new).
 LIVE_EVENTS = 20_000
 
 
@@ -75,12 +76,14 @@ class Timeline(anywidget.AnyWidget):
         self.title = title
         self._source = events if live and isinstance(events, hakit.EventLog) else None
         self._events: deque[hakit.Event] = deque(maxlen=LIVE_EVENTS if live else None)
+        self._builder = TimelineBuilder(hidden=self.hidden, window=window)
         self._cursor = 0
         self._drawn_at = -math.inf
         #: The least time between two redraws of a live timeline (seconds).
         self.min_interval = 0.5
         if self._source is None:
             self._events.extend(events)
+            self._builder.feed(self._events)
         self._dropped = events.dropped if isinstance(events, hakit.EventLog) else 0
         self.refresh(force=True)
 
@@ -99,7 +102,9 @@ class Timeline(anywidget.AnyWidget):
         """Read what a live log has added and redraw; return whether anything changed.
 
         A live timeline redraws at most every `min_interval` seconds (unless `force`), so a
-        busy cluster leaves the kernel responsive; what arrives meanwhile is kept.
+        busy cluster leaves the kernel responsive; what arrives meanwhile is kept. A redraw
+        takes in only the new events (`TimelineBuilder`): its cost follows the window drawn,
+        not the length of the log.
         """
         if self._source is not None and not force:
             clock = time.monotonic()
@@ -109,19 +114,27 @@ class Timeline(anywidget.AnyWidget):
         if self._source is not None:
             new, self._cursor = self._source.read(self._cursor)
             self._events.extend(new)
+            self._builder.feed(new)
             self._dropped = self._source.dropped
             if not new and not force:
                 return False
         elif not force:
             return False
-        self.data = timeline_data(
-            self._events, hidden=self.hidden, window=self.window, dropped=self._dropped
-        )
+        self.data = self._builder.data(dropped=self._dropped)
         return True
 
     def show_kinds(self, *, hidden: Iterable[str]) -> None:
-        """Change which message kinds are left out, and redraw."""
+        """Change which message kinds are left out, and redraw.
+
+        A live timeline redraws from the newest events it keeps (`LIVE_EVENTS`), its times
+        still counted from the same start.
+        """
         self.hidden = tuple(hidden)
+        old = self._builder
+        self._builder = TimelineBuilder(
+            hidden=self.hidden, window=self.window, t0=old.t0, lanes=old.lanes
+        )
+        self._builder.feed(self._events)
         self.refresh(force=True)
 
     def state_at(self, row: int = -1) -> dict[str, dict[str, Any]]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import bisect
 import html
 import json
+from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,8 @@ KIND_COLOURS = {
 _ROLE_COLOURS = {"master": "#fde68a", "replica": "#dbeafe", "standalone": "#f3f4f6"}
 
 STATIC = Path(__file__).parent / "static"
+#: The key under which a state change keeps the frame whose txid it is (not yet decoded).
+_TXID = "_txid_of"
 
 
 def timeline_data(
@@ -86,6 +89,9 @@ def timeline_data(
     dropped: int = 0,
 ) -> dict[str, Any]:
     """Turn events (a cluster's log, live or loaded) into what the timeline draws.
+
+    The same as feeding them all to a `TimelineBuilder` (which a live timeline feeds as the
+    log grows) and taking its `TimelineBuilder.data`.
 
     Args:
         events: the events, in log order.
@@ -98,113 +104,274 @@ def timeline_data(
         event, one per drawn instant), ``messages`` (one per frame, with its ``sent`` and
         ``end`` rows and its fields), ``marks`` (node events on a lane), ``bands`` (network
         faults across all lanes), ``states`` (role, generation and txid changes per lane,
-        for the scrubber), ``colours``, ``cut`` (messages left out by the window) and
-        ``dropped``.
+        for the scrubber; those before the first drawn row are merged into one per lane),
+        ``colours``, ``cut`` (messages left out by the window) and ``dropped``.
     """
-    hide = set(hidden)
-    events = list(events)
-    t0 = events[0].time if events else 0.0
-    lanes: list[str] = []
-    frames: dict[str, dict[str, Any]] = {}
-    order: list[str] = []
-    keepalive_acks: set[str] = set()
-    pending_keepalive: dict[str, float] = {}
-    marks: list[dict[str, Any]] = []
-    bands: list[dict[str, Any]] = []
-    states: list[dict[str, Any]] = []
+    builder = TimelineBuilder(hidden=hidden, window=window)
+    builder.feed(events)
+    return builder.data(dropped=dropped)
 
-    def lane(name: str | None) -> str:
+
+class TimelineBuilder:
+    """The timeline's data, kept up to date one event at a time.
+
+    A live timeline feeds it each new event once, so a redraw costs what the window holds,
+    not what the log holds. It keeps only what a later `data` can still draw: the newest
+    `window` messages (older ones are counted in ``cut``), the marks and bands from the
+    first of them on, and the state changes since then (earlier ones merged into one per
+    lane, which is what the scrubber shows for the first row anyway).
+
+    Args:
+        hidden: message kinds to leave out.
+        window: draw at most this many messages, the newest (None: all, keeping all).
+        t0: the time rows are counted from (default: the first event fed).
+        lanes: lanes to start with, in order (a rebuild keeps the old order).
+    """
+
+    def __init__(
+        self,
+        *,
+        hidden: Iterable[str] = DEFAULT_HIDDEN,
+        window: int | None = DEFAULT_WINDOW,
+        t0: float | None = None,
+        lanes: Iterable[str] = (),
+    ) -> None:
+        self.hide = set(hidden)
+        self.window = window
+        self.t0 = t0
+        self.lanes: list[str] = list(lanes)
+        # Frames that may still be drawn, by id; `_order` has the drawable ones, oldest first
+        # (the acks of hidden keep-alives are never drawn, so never kept).
+        self._frames: dict[str, dict[str, Any]] = {}
+        self._order: deque[str] = deque()
+        self._cut = 0
+        self._pending_keepalive: dict[str, float] = {}
+        self._marks: list[dict[str, Any]] = []
+        self._bands: list[dict[str, Any]] = []
+        self._states: list[dict[str, Any]] = []
+        self._base: dict[str, dict[str, Any]] = {}  # merged state changes before the window
+
+    def _lane(self, name: str | None) -> str:
         name = name or "?"
-        if name not in lanes:
-            lanes.append(name)
+        if name not in self.lanes:
+            self.lanes.append(name)
         return name
 
-    def state(time: float, node: str, **values: Any) -> None:
-        states.append({"t": time, "lane": lane(node), **values})
+    def _state(self, time: float, node: str, **values: Any) -> None:
+        self._states.append({"t": time, "lane": self._lane(node), **values})
 
-    for event in events:
-        if isinstance(event, MessageEvent):
-            _message(event, frames, order, lane, state, hide, keepalive_acks, pending_keepalive)
-        elif isinstance(event, NetworkChanged):
-            bands.append({"t": event.time, "type": event.action, "label": event.describe()})
-        else:
-            mark = _mark(event)
-            if mark is not None:
-                marks.append({"t": event.time, "lane": lane(event.node), **mark})
-            if isinstance(event, RoleChanged):
-                state(event.time, event.node, role=event.new, generation=event.generation)
-            elif isinstance(event, MasterChanged):
-                state(event.time, event.node, generation=event.generation)
-            elif isinstance(event, ReplicaSynced) and event.replica == event.node:
-                state(event.time, event.node, txid=event.txid)
-            elif isinstance(event, NodeCrashed):
-                state(event.time, event.node, role="crashed")
-            elif isinstance(event, NodeRestarted):
-                state(
-                    event.time,
-                    event.node,
-                    role="standalone",
-                    txid=event.txid,
-                    generation=event.generation,
+    def feed(self, events: Iterable[Event]) -> None:
+        """Take in the next events of the log, in log order."""
+        for event in events:
+            if self.t0 is None:
+                self.t0 = event.time
+            if isinstance(event, MessageEvent):
+                self._message(event)
+            elif isinstance(event, NetworkChanged):
+                self._bands.append(
+                    {"t": event.time, "type": event.action, "label": event.describe()}
                 )
-    messages = [frames[i] for i in order if i not in keepalive_acks]
-    cut = 0
-    if window is not None and len(messages) > window:
-        cut = len(messages) - window
-        messages = messages[-window:]
-        first = messages[0]["t_sent"]
-        marks = [m for m in marks if m["t"] >= first]
-        bands = [b for b in bands if b["t"] >= first]
-    times = sorted(
-        {m["t_sent"] for m in messages}
-        | {m["t_end"] for m in messages if m["t_end"] is not None}
-        | {m["t"] for m in marks}
-        | {b["t"] for b in bands}
-        | {m["t_held"] for m in messages if m["t_held"] is not None}
-    )
-    row = {t: i for i, t in enumerate(times)}
-    for m in messages:
-        m["sent"] = row[m["t_sent"]]
-        m["end"] = None if m["t_end"] is None else row[m["t_end"]]
-        m["held"] = None if m["t_held"] is None else row[m["t_held"]]
-    for item in (*marks, *bands):
-        item["row"] = row[item["t"]]
-    # Tags that share a lane and a row sit side by side; bands of one row share one line.
-    offsets: dict[tuple[str, int], float] = {}
-    for mark in marks:
-        key = (mark["lane"], mark["row"])
-        mark["dx"] = offsets.get(key, 0.0)
-        offsets[key] = mark["dx"] + mark_width(mark["label"]) + 4
-    merged: dict[int, dict[str, Any]] = {}
-    for band in bands:
-        if band["row"] in merged:
-            merged[band["row"]]["label"] += " \u00b7 " + band["label"]
-        else:
-            merged[band["row"]] = band
-    bands = list(merged.values())
-    for s in states:
-        # A state change applies from the first row at or after it.
-        s["row"] = _row_at(times, s["t"])
-    rel = [round(t - t0, 6) for t in times]
-    for m in messages:
-        m["t_sent"] = round(m["t_sent"] - t0, 6)
-        m["t_end"] = None if m["t_end"] is None else round(m["t_end"] - t0, 6)
-        m["t_held"] = None if m["t_held"] is None else round(m["t_held"] - t0, 6)
-    for item in (*marks, *bands, *states):
-        item["t"] = round(item["t"] - t0, 6)
-    return {
-        "lanes": lanes,
-        "rows": rel,
-        "messages": messages,
-        "marks": marks,
-        "bands": bands,
-        "states": states,
-        "colours": KIND_COLOURS,
-        "roles": _ROLE_COLOURS,
-        "cut": cut,
-        "dropped": dropped,
-        "hidden": sorted(hide),
-    }
+            else:
+                self._node_event(event)
+        window = self.window
+        if window is not None:
+            frames, order = self._frames, self._order
+            while len(order) > window:
+                frames.pop(order.popleft(), None)
+                self._cut += 1
+
+    def _node_event(self, event: Event) -> None:
+        mark = _mark(event)
+        if mark is not None:
+            self._marks.append({"t": event.time, "lane": self._lane(event.node), **mark})
+        state = self._state
+        if isinstance(event, RoleChanged):
+            state(event.time, event.node, role=event.new, generation=event.generation)
+        elif isinstance(event, MasterChanged):
+            state(event.time, event.node, generation=event.generation)
+        elif isinstance(event, ReplicaSynced) and event.replica == event.node:
+            state(event.time, event.node, txid=event.txid)
+        elif isinstance(event, NodeCrashed):
+            state(event.time, event.node, role="crashed")
+        elif isinstance(event, NodeRestarted):
+            state(
+                event.time, event.node, role="standalone", txid=event.txid,
+                generation=event.generation,
+            )  # fmt: skip
+
+    def _message(self, event: MessageEvent) -> None:
+        key = event.id
+        sender, receiver = self._lane(event.sender), self._lane(event.receiver)
+        hide = self.hide
+        if event.action == "sent":
+            if event.kind in hide:
+                if event.kind == "KEEPALIVE":
+                    self._pending_keepalive[f"{event.link}|{receiver}"] = event.time
+                return
+            # The acks that answer a hidden keep-alive are hidden with it.
+            keepalive_ack = False
+            if event.kind == "ACK" and "KEEPALIVE" in hide:
+                asked = self._pending_keepalive.pop(f"{event.link}|{sender}", None)
+                keepalive_ack = asked is not None and event.time - asked < 60
+            if not keepalive_ack:
+                self._frames[key] = {
+                    "id": key,
+                    "kind": event.kind,
+                    "from": sender,
+                    "to": receiver,
+                    "t_sent": event.time,
+                    "t_end": None,
+                    "t_held": None,
+                    "outcome": "in flight",
+                    "size": event.size,
+                    "retransmits": event.retransmits,
+                    "detail": "",
+                    "fields": event,  # decoded only if drawn (see data)
+                    "link": event.link,
+                }
+                self._order.append(key)
+            if event.kind in ("TXNS", "ACK"):
+                # The txid it carries, decoded only if it is ever needed (most frames of a
+                # busy cluster are past the window before the next redraw).
+                self._states.append({"t": event.time, "lane": event.sender or "?", _TXID: event})
+            return
+        frame = self._frames.get(key)
+        if frame is None:
+            return
+        if event.action == "held":
+            if frame["t_held"] is None:
+                frame["t_held"] = event.time
+        elif event.action in ("delivered", "dropped"):
+            frame["t_end"] = event.time
+            frame["outcome"] = event.action
+            frame["detail"] = event.detail
+
+    def _fields(self, event: MessageEvent) -> dict[str, Any]:
+        """A sent frame's decoded fields, decoded once (kept in its frame while it is kept)."""
+        frame = self._frames.get(event.id)
+        if frame is not None and not isinstance(frame["fields"], MessageEvent):
+            return frame["fields"]  # type: ignore[no-any-return]
+        fields = event.fields
+        if frame is not None:
+            frame["fields"] = fields
+        return fields
+
+    def _values(self, state: dict[str, Any]) -> dict[str, Any]:
+        """A state change's fields (role, generation, txid); decodes a frame's txid once."""
+        event = state.pop(_TXID, None)
+        if event is not None:
+            fields = self._fields(event)
+            txid: object = None
+            if event.kind == "TXNS" and fields.get("entries"):
+                last = fields["entries"][-1]
+                if isinstance(last, list) and last and isinstance(last[0], int):
+                    txid = last[0]
+            elif event.kind == "ACK":
+                txid = fields.get("txid")
+            if isinstance(txid, int):
+                state["txid"] = txid
+        return {k: v for k, v in state.items() if k not in ("t", "lane")}
+
+    def _forget_before(self, first: float) -> None:
+        """Drop what no window can draw again: everything before the first drawn message."""
+        self._marks = [m for m in self._marks if m["t"] >= first]
+        self._bands = [b for b in self._bands if b["t"] >= first]
+        states = self._states
+        keep = next((i for i, s in enumerate(states) if s["t"] >= first), len(states))
+        if not keep:
+            return
+        # Merge them into one change per lane: the latest value of each field wins, as on
+        # replay. From the newest back, so that a txid overridden later is never decoded.
+        newest: dict[str, dict[str, Any]] = {}
+        for s in reversed(states[:keep]):
+            known = newest.get(s["lane"])
+            if _TXID in s and known is not None and "txid" in known:
+                continue  # a later change set this lane's txid: this one is never shown
+            values = self._values(s)
+            if not values:
+                continue
+            merged = newest.setdefault(s["lane"], {"t": s["t"]})
+            for name, value in values.items():
+                merged.setdefault(name, value)
+        del states[:keep]
+        base = self._base
+        for lane in self.lanes:  # one order, however the events were read
+            if lane in newest:
+                base.setdefault(lane, {"lane": lane}).update(newest[lane])
+        self._base = {lane: base[lane] for lane in self.lanes if lane in base}
+
+    def data(self, *, dropped: int = 0) -> dict[str, Any]:
+        """What the timeline draws now (see `timeline_data`).
+
+        It may forget what the window has moved past (it is never drawn again), so feeding
+        more afterwards still gives what feeding everything at once would.
+        """
+        t0 = self.t0 if self.t0 is not None else 0.0
+        messages = [dict(self._frames[i]) for i in self._order]
+        for m in messages:
+            if isinstance(m["fields"], MessageEvent):
+                m["fields"] = self._fields(m["fields"])
+        if self._cut and messages:
+            # The window moved on: what lies before its first message is never drawn again.
+            self._forget_before(messages[0]["t_sent"])
+        marks = [dict(m) for m in self._marks]
+        bands = [dict(b) for b in self._bands]
+        times = sorted(
+            {m["t_sent"] for m in messages}
+            | {m["t_end"] for m in messages if m["t_end"] is not None}
+            | {m["t"] for m in marks}
+            | {b["t"] for b in bands}
+            | {m["t_held"] for m in messages if m["t_held"] is not None}
+        )
+        row = {t: i for i, t in enumerate(times)}
+        for m in messages:
+            m["sent"] = row[m["t_sent"]]
+            m["end"] = None if m["t_end"] is None else row[m["t_end"]]
+            m["held"] = None if m["t_held"] is None else row[m["t_held"]]
+        for item in (*marks, *bands):
+            item["row"] = row[item["t"]]
+        # Tags that share a lane and a row sit side by side; bands of one row share one line.
+        offsets: dict[tuple[str, int], float] = {}
+        for mark in marks:
+            key = (mark["lane"], mark["row"])
+            mark["dx"] = offsets.get(key, 0.0)
+            offsets[key] = mark["dx"] + mark_width(mark["label"]) + 4
+        merged: dict[int, dict[str, Any]] = {}
+        for band in bands:
+            if band["row"] in merged:
+                merged[band["row"]]["label"] += " \u00b7 " + band["label"]
+            else:
+                merged[band["row"]] = band
+        bands = list(merged.values())
+        # Merged earlier changes first: they hold at the first row, later ones override.
+        states = [dict(s) for s in self._base.values()]
+        for s in self._states:
+            values = self._values(s)
+            if values:
+                states.append({"t": s["t"], "lane": s["lane"], **values})
+        for s in states:
+            # A state change applies from the first row at or after it.
+            s["row"] = _row_at(times, s["t"])
+        rel = [round(t - t0, 6) for t in times]
+        for m in messages:
+            m["t_sent"] = round(m["t_sent"] - t0, 6)
+            m["t_end"] = None if m["t_end"] is None else round(m["t_end"] - t0, 6)
+            m["t_held"] = None if m["t_held"] is None else round(m["t_held"] - t0, 6)
+        for item in (*marks, *bands, *states):
+            item["t"] = round(item["t"] - t0, 6)
+        return {
+            "lanes": list(self.lanes),
+            "rows": rel,
+            "messages": messages,
+            "marks": marks,
+            "bands": bands,
+            "states": states,
+            "colours": KIND_COLOURS,
+            "roles": _ROLE_COLOURS,
+            "cut": self._cut,
+            "dropped": dropped,
+            "hidden": sorted(self.hide),
+        }
 
 
 def mark_width(label: str) -> float:
@@ -214,64 +381,6 @@ def mark_width(label: str) -> float:
 
 def _row_at(times: list[float], t: float) -> int:
     return min(bisect.bisect_left(times, t), max(len(times) - 1, 0))
-
-
-def _message(
-    event: MessageEvent,
-    frames: dict[str, dict[str, Any]],
-    order: list[str],
-    lane: Any,
-    state: Any,
-    hide: set[str],
-    keepalive_acks: set[str],
-    pending_keepalive: dict[str, float],
-) -> None:
-    key = event.id
-    sender, receiver = lane(event.sender), lane(event.receiver)
-    if event.action == "sent":
-        if event.kind in hide:
-            if event.kind == "KEEPALIVE":
-                pending_keepalive[f"{event.link}|{receiver}"] = event.time
-            return
-        fields = event.fields
-        frames[key] = {
-            "id": key,
-            "kind": event.kind,
-            "from": sender,
-            "to": receiver,
-            "t_sent": event.time,
-            "t_end": None,
-            "t_held": None,
-            "outcome": "in flight",
-            "size": event.size,
-            "retransmits": event.retransmits,
-            "detail": "",
-            "fields": fields,
-            "link": event.link,
-        }
-        order.append(key)
-        # The acks that answer a hidden keep-alive are hidden with it.
-        if event.kind == "ACK" and "KEEPALIVE" in hide:
-            asked = pending_keepalive.pop(f"{event.link}|{sender}", None)
-            if asked is not None and event.time - asked < 60:
-                keepalive_acks.add(key)
-        if event.kind == "TXNS" and fields.get("entries"):
-            last = fields["entries"][-1]
-            if isinstance(last, list) and last and isinstance(last[0], int):
-                state(event.time, event.sender, txid=last[0])
-        elif event.kind == "ACK" and isinstance(fields.get("txid"), int):
-            state(event.time, event.sender, txid=fields["txid"])
-        return
-    frame = frames.get(key)
-    if frame is None:
-        return
-    if event.action == "held":
-        if frame["t_held"] is None:
-            frame["t_held"] = event.time
-    elif event.action in ("delivered", "dropped"):
-        frame["t_end"] = event.time
-        frame["outcome"] = event.action
-        frame["detail"] = event.detail
 
 
 def _mark(event: Event) -> dict[str, Any] | None:

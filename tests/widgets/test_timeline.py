@@ -17,7 +17,7 @@ import hakit
 from hakit import MasterParams
 from hakit._cli import main as cli_main
 from hakit.widgets import Timeline
-from hakit.widgets._timeline_data import timeline_data
+from hakit.widgets._timeline_data import TimelineBuilder, timeline_data
 
 from ..runtime.conftest import commit, run_attach
 from ..runtime.test_event_log import every_fault
@@ -89,6 +89,69 @@ def test_faults_are_marked(fault_log: hakit.EventLog) -> None:
     assert any(m["kind"] == "KEEPALIVE" for m in everything["messages"])
 
 
+@pytest.mark.parametrize("window", [None, 1500, 40, 10])
+def test_fed_a_few_events_at_a_time_it_draws_what_a_full_rebuild_draws(
+    fault_log: hakit.EventLog, window: int | None
+) -> None:
+    events = list(fault_log)
+    full = timeline_data(events, window=window, dropped=3)
+    for size in (1, 7, 250):
+        builder = TimelineBuilder(window=window)
+        for start in range(0, len(events), size):
+            builder.feed(events[start : start + size])
+            builder.data()  # a live redraw after each read (it forgets what the window passed)
+        assert builder.data(dropped=3) == full
+
+
+def test_only_frames_that_can_be_drawn_are_decoded(
+    fault_log: hakit.EventLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decoded: list[str] = []
+    decode = hakit.MessageEvent.fields
+
+    def fields(event: hakit.MessageEvent) -> dict[str, object]:
+        decoded.append(event.id)
+        return decode.fget(event)  # type: ignore[attr-defined,no-any-return]
+
+    monkeypatch.setattr(hakit.MessageEvent, "fields", property(fields))
+    sent = [e for e in fault_log if isinstance(e, hakit.MessageEvent) and e.action == "sent"]
+    data = timeline_data(fault_log, window=10)
+    # Only those drawn, and those whose txid a state change shows (the latest before the
+    # window, per lane, and the acks of hidden keep-alives inside it).
+    assert len(decoded) <= len(data["messages"]) + len(data["states"]) < len(sent) / 2
+    decoded.clear()
+    assert timeline_data(fault_log, window=None)["messages"]
+    assert len(set(decoded)) == len(decoded)  # each frame once, for its fields and its txid
+
+
+def _replay(states: list[dict[str, object]], applies: object) -> dict[str, dict[str, object]]:
+    out: dict[str, dict[str, object]] = {}
+    for s in states:
+        if applies(s):  # type: ignore[operator]
+            values = {k: s[k] for k in ("role", "generation", "txid") if k in s}
+            out.setdefault(str(s["lane"]), {}).update(values)
+    return out
+
+
+def test_a_window_merges_older_state_changes_and_scrubs_the_same(
+    fault_log: hakit.EventLog,
+) -> None:
+    everything = timeline_data(fault_log, window=None)
+    small = timeline_data(fault_log, window=10)
+    # What happened before the first drawn message is one change per lane, on the first row.
+    before = [s for s in small["states"] if s["t"] < small["rows"][0]]
+    assert len({s["lane"] for s in before}) == len(before) > 0
+    assert all(s["row"] == 0 for s in before)
+    assert len(small["states"]) < len(everything["states"])
+    last = len(small["rows"]) - 1
+    for row, t in enumerate(small["rows"]):
+        # Every node's role, generation and txid at each drawn row: as with no window at all.
+        drawn = _replay(small["states"], lambda s, row=row: s["row"] <= row)
+        assert drawn == _replay(
+            everything["states"], lambda s, t=t, row=row: s["t"] <= t or row == last
+        )
+
+
 def test_the_widget_scrubs_selects_and_follows(handshake_log: hakit.EventLog) -> None:
     timeline = Timeline(handshake_log)
     state = timeline.get_state()
@@ -136,6 +199,8 @@ async def test_a_live_timeline_follows_the_cluster(
         assert len(timeline.data["messages"]) > before
         ack = [m for m in timeline.data["messages"] if m["kind"] == "ACK"][-1]
         assert timeline.state_at(ack["sent"])["r"]["txid"] == 2
+        # Read a piece at a time, it draws what a full rebuild of the log draws.
+        assert timeline.data == timeline_data(cluster.events)
 
 
 def test_exports_are_standalone(handshake_log: hakit.EventLog, tmp_path: Path) -> None:
