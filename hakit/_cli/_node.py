@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import os
 import sys
 import warnings
 from typing import Any, TextIO
@@ -43,6 +44,8 @@ from ._common import (
 #: Exit statuses of ``hakit node`` beyond the shared ones.
 EXIT_ADDRESS_IN_USE = 5
 EXIT_BAD_STORAGE = 6
+#: How often ``--exit-with-parent`` looks whether the parent is still there (seconds).
+_PARENT_CHECK = 0.5
 
 
 async def _echo(msg: ChannelMessage) -> None:
@@ -86,6 +89,11 @@ def add_parser(commands: Any) -> None:
     node.add_argument(
         "--echo", action="store_true", help="answer message channel requests with their parts"
     )
+    node.add_argument(
+        "--exit-with-parent", action="store_true",
+        help="stop when the process that started this one ends (hakit.spawn_node uses it, so "
+        "that a killed notebook kernel leaves no node behind)",
+    )  # fmt: skip
     add_security_flags(node, serving=True)
     node.set_defaults(run=run_node)
 
@@ -151,7 +159,11 @@ async def _operate(node: Any, args: argparse.Namespace, journal: Journal, out: T
     ControlService(node, runner, journal).install()
     print(f"{node.name} listening at {node.address}", file=out, flush=True)
     plan = Plan(PlanKind.REPLICA, args.master) if args.master else Plan(PlanKind.MASTER)
-    await runner.run(plan)
+    async with trio.open_nursery() as nursery:
+        if args.exit_with_parent:
+            nursery.start_soon(_watch_parent, os.getppid(), runner)
+        await runner.run(plan)
+        nursery.cancel_scope.cancel()
     if runner.fatal is not None:
         error = runner.fatal
         refused = error.stop_reason is StopReason.HANDSHAKE_FAILED
@@ -159,6 +171,16 @@ async def _operate(node: Any, args: argparse.Namespace, journal: Journal, out: T
     if args.once and args.master:
         return _once_status(runner)
     return EXIT_OK
+
+
+async def _watch_parent(parent: int, runner: NodeRunner) -> None:
+    """Shut the node down once its parent has gone (the child is re-parented then)."""
+    # Polling: no file descriptor or signal tells a child that its parent has died.
+    while True:
+        await trio.sleep(_PARENT_CHECK)
+        if os.getppid() != parent:
+            runner.shutdown()
+            return
 
 
 def _once_status(runner: NodeRunner) -> int:

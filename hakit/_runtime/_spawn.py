@@ -33,12 +33,16 @@ class NodeProcess:
 
     Attributes:
         name: the node's name.
+        cluster: its cluster name.
         address: where it listens (``127.0.0.1:port``).
         lines: its most recent output lines (one per event), oldest first.
     """
 
-    def __init__(self, name: str, process: trio.Process, security: Security) -> None:
+    def __init__(
+        self, name: str, process: trio.Process, security: Security, cluster: str = "hakit"
+    ) -> None:
         self.name = name
+        self.cluster = cluster
         self.address = ""
         self.lines: deque[str] = deque(maxlen=_LINES)
         self._process = process
@@ -90,7 +94,10 @@ class NodeProcess:
 
     async def call(self, op: str, timeout: float = 5.0, **args: Any) -> dict[str, Any]:
         """One control request (``status``, ``put``, ``promote``...; see `ControlService`)."""
-        async with ControlClient(self.address, security=self._security, timeout=timeout) as c:
+        client = ControlClient(
+            self.address, security=self._security, timeout=timeout, cluster=self.cluster
+        )
+        async with client as c:
             return await c.call(op, **args)
 
     async def status(self, timeout: float = 5.0) -> dict[str, Any]:
@@ -108,6 +115,7 @@ async def spawn_node(
     *,
     master: str | None = None,
     secret: bytes | str | None = None,
+    cluster: str = "hakit",
     args: tuple[str, ...] = (),
     ready_timeout: float = 60.0,
 ) -> AsyncIterator[NodeProcess]:
@@ -117,6 +125,7 @@ async def spawn_node(
         name: the node's name.
         master: a master address to attach to as a replica (default: it is a master).
         secret: the cluster secret (passed to the child in a private temporary file).
+        cluster: the cluster name (``--cluster``): peers and control requests must give it.
         args: more ``hakit node`` flags (``--sqlite``, ``--tls-cert``...).
         ready_timeout: seconds the child may take to start listening.
 
@@ -128,6 +137,7 @@ async def spawn_node(
     security = Security.make(secret, None)
     with tempfile.TemporaryDirectory(prefix="hakit-node-") as tmp:
         command = [sys.executable, "-m", "hakit", "node", name, "--listen", "127.0.0.1:0"]
+        command += ["--cluster", cluster, "--exit-with-parent"]
         if master is not None:
             command += ["--master", master]
         if security.secret is not None:
@@ -140,7 +150,7 @@ async def spawn_node(
         process = await trio.lowlevel.open_process(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
         )
-        node = NodeProcess(name, process, security)
+        node = NodeProcess(name, process, security, cluster)
         try:
             async with trio.open_nursery() as nursery:
                 listening = trio.Event()

@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import html
 import math
+import os
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -40,11 +41,14 @@ from .._runtime._params import (
     ReplicaParams,
     Role,
 )
-from ..protocol import KilledByReplicaError, ReplicationError, StopReason
+from .._runtime._spawn import NodeProcess
+from ..protocol import InvalidArgumentError, KilledByReplicaError, ReplicationError, StopReason
 from ..storage import Storage
+from ..transports import parse_address
 from ._errors import NotebookError
 from ._guest import Runtime, runtime
 from ._handle import Handle, describe_error
+from ._processes import SpawnedNode, log_entry, run_process
 
 #: How often the watcher reads new events, samples lag and tells the views (seconds).
 WATCH_INTERVAL = 0.05
@@ -68,7 +72,8 @@ class LogEntry:
         time: seconds since the cluster started (trio clock).
         node: the node it is about.
         kind: ``"stopped"``, ``"detached"``, ``"stepped down"``, ``"followed"``,
-            ``"refused"``, ``"commit failed"`` or ``"error"`` (a task that failed).
+            ``"refused"``, ``"commit failed"``, ``"error"`` (a task that failed), or for
+            node processes ``"became master"``, ``"killed"``, ``"paused"``, ``"resumed"``.
         reason: the stop reason, when there is one.
         detail: what happened, in words.
     """
@@ -103,6 +108,9 @@ class NodeRow:
         sync: how it was synced (``"full"``, ``"incremental"``, ``"equal"``), if it is.
         progress: the share (0-1) of the initial load sent, while syncing.
         writes_disabled: whether it refuses writes after stepping down.
+        pid: the process id of a node process (`LiveCluster.spawn_node`), else None.
+        process: a node process's state (``"starting"``, ``"running"``, ``"paused"``,
+            ``"killed (SIGKILL)"``, ``"exited 1"``...), None for an in-kernel node.
     """
 
     name: str
@@ -117,6 +125,8 @@ class NodeRow:
     sync: str | None
     progress: float | None
     writes_disabled: bool
+    pid: int | None = None
+    process: str | None = None
 
 
 def _parts(parts: bytes | str | Iterable[bytes | str]) -> list[bytes | str]:
@@ -158,6 +168,8 @@ class LiveCluster:
         self._attaches: dict[str, Handle[StopReason]] = {}
         self._serving: dict[str, Handle[None]] = {}
         self._channels: dict[tuple[str, str | _Eid], Channel] = {}
+        self._processes: dict[str, SpawnedNode] = {}  # node processes (spawn_node)
+        self._tcp: dict[str, str] = {}  # in-kernel nodes' TCP listeners, for processes
         self._handles: deque[Handle[Any]] = deque(maxlen=200)
         self._log: deque[LogEntry] = deque(maxlen=LOG_LENGTH)
         self._logged = 0
@@ -246,10 +258,16 @@ class LiveCluster:
         """Return the dashboard table's rows: one per node, in the order they were added."""
         nodes = self.cluster.nodes
         stats = {name: node.statistics() for name, node in nodes.items()}
+        txids = {name: st.txid for name, st in stats.items()}
         links = {}
         for st in stats.values():
             for link in st.replicas:
                 links[link.replica] = (st.name, link)
+        for spawned in self._processes.values():  # a process master's replicas, as it said
+            for link in spawned.links():
+                links[link.replica] = (spawned.name, link)
+            if spawned.status is not None and spawned.running:
+                txids[spawned.name] = spawned.status["txid"]
         network = self.cluster.network
         rows = []
         for name, st in stats.items():
@@ -260,12 +278,14 @@ class LiveCluster:
             attach = self._attaches.get(name)
             if st.role == "master":
                 connection = "serving"
-            elif name in links:
+            elif name in links and (
+                links[name][0] in stats or (st.role == "replica" and st.master == links[name][0])
+            ):  # a process master's word (polled, maybe stale) only while it follows that one
                 master = links[name][0]
                 link = links[name][1]
                 connection = link.state
                 sync = link.sync
-                lag = max(stats[master].txid - st.txid, 0)
+                lag = max(txids.get(master, st.txid) - st.txid, 0)
                 lag_seconds = self._lag_seconds(st.txid) if lag else 0.0
                 if link.state == "syncing":
                     progress = link.load_progress
@@ -278,15 +298,58 @@ class LiveCluster:
                 connection = "stopped"
             if master is not None and st.role != "master" and _cut(network, name, master):
                 connection = "cut"
+            address = st.address
+            if name in self._tcp:  # also reachable by node processes
+                address = f"{address}, {self._tcp[name]}"
             rows.append(
                 NodeRow(
-                    name=name, address=st.address, role=st.role, generation=st.generation,
+                    name=name, address=address, role=st.role, generation=st.generation,
                     txid=st.txid, master=master, lag=lag, lag_seconds=lag_seconds,
                     connection=connection, sync=sync, progress=progress,
                     writes_disabled=st.writes_disabled,
                 )
             )  # fmt: skip
+        for spawned in self._processes.values():
+            rows.append(self._process_row(spawned, links, txids))
         return rows
+
+    def _process_row(
+        self,
+        spawned: SpawnedNode,
+        links: dict[str, tuple[str, Any]],
+        txids: dict[str, int],
+    ) -> NodeRow:
+        """A node process's row, from its latest status answer and its master's link."""
+        st = spawned.status or {}
+        running = spawned.running
+        state = spawned.state
+        if state == "running" and spawned.status is not None and not spawned.answered:
+            state = "not answering"
+        role = str(st.get("role", "standalone")) if running else "down"
+        txid = int(st.get("txid", 0))
+        master = st.get("master") if running and role != "master" else None
+        lag = lag_seconds = progress = None
+        sync = None
+        connection = "-"
+        if role == "master":
+            connection = "serving"
+        elif running and spawned.name in links:
+            master, link = links[spawned.name]
+            connection, sync = link.state, link.sync
+            lag = max(txids.get(master, txid) - txid, 0)
+            lag_seconds = self._lag_seconds(txid) if lag else 0.0
+            if link.state == "syncing":
+                progress = link.load_progress
+        elif running and spawned.master is not None:
+            connection = "connecting"
+        process = spawned.process
+        return NodeRow(
+            name=spawned.name, address=process.address if process else None, role=role,
+            generation=int(st.get("generation", 0)), txid=txid, master=master, lag=lag,
+            lag_seconds=lag_seconds, connection=connection, sync=sync, progress=progress,
+            writes_disabled=bool(st.get("writes_disabled", False)) and running,
+            pid=spawned.pid, process=state,
+        )  # fmt: skip
 
     def _lag_seconds(self, txid: int) -> float:
         # The oldest transaction the replica lacks is txid + 1: how long has it existed?
@@ -363,7 +426,13 @@ class LiveCluster:
             return name
         node = self.cluster.nodes.get(name)
         if node is None:
-            known = ", ".join(self.cluster.nodes) or "none yet"
+            if name in self._processes:
+                raise NotebookError(
+                    f"{name} is a node process (spawn_node), not a node of this kernel: drive "
+                    f"it with cluster.process({name!r}).call(...) (put, get, promote, "
+                    "attach...), and kill, pause or resume it"
+                )
+            known = ", ".join([*self.cluster.nodes, *self._processes]) or "none yet"
             raise NotebookError(f"no node named {name!r} in this cluster (nodes: {known})")
         return node
 
@@ -482,6 +551,8 @@ class LiveCluster:
             if master == replica:
                 raise NotebookError(f"{replica} cannot attach to itself")
             address = self.cluster.nodes[master].address or f"mem:{master}"
+        elif master in self._processes:
+            address = self.process(master).address  # over TCP, to the other process
         else:
             address = master
         params = params or ReplicaParams()
@@ -772,6 +843,7 @@ class LiveCluster:
         self._node(name)
         self._drive(self._spawn(f"crash {name}", self.cluster.crash, name, report=False))
         self._serving.pop(name, None)
+        self._tcp.pop(name, None)  # its listeners died with it
         self._notify()
 
     def restart(self, name: str, *, storage: Storage | None = None) -> Node:
@@ -785,6 +857,172 @@ class LiveCluster:
         node: Node = self._drive(self._spawn(f"restart {name}", restart))
         self._notify()
         return node
+
+    # -- twins: node processes ----------------------------------------------------------------
+    @property
+    def processes(self) -> dict[str, NodeProcess]:
+        """The node processes that started (`spawn_node`), by name; exited ones included."""
+        return {n: p.process for n, p in self._processes.items() if p.process is not None}
+
+    def process(self, name: str) -> NodeProcess:
+        """The `hakit.NodeProcess` of node process `name` (``.call(op, ...)``, ``.lines``...).
+
+        Raises:
+            NotebookError: no node process of that name has started.
+        """
+        spawned = self._processes.get(name)
+        if spawned is None or spawned.process is None:
+            known = ", ".join(self.processes) or "none"
+            state = f" ({spawned.state})" if spawned is not None else ""
+            raise NotebookError(f"no node process named {name!r} runs{state} (processes: {known})")
+        return spawned.process
+
+    def spawn_node(
+        self,
+        name: str,
+        *,
+        master: str | None = None,
+        sqlite: str | os.PathLike[str] | None = None,
+        args: Sequence[str] = (),
+    ) -> Handle[NodeProcess]:
+        """Start node `name` as a separate process: ``hakit node`` on 127.0.0.1, over TCP.
+
+        It is a node of this cluster in the dashboard (its row is read from its control
+        service), with real faults: `kill` (SIGKILL), `pause` / `resume` (SIGSTOP / SIGCONT).
+        It ends with the cluster (`close`, kernel shutdown). Spawning a name whose process
+        has exited starts it again (on the same `sqlite` file, it keeps its data).
+
+        Args:
+            name: the node's name (not one of this kernel's nodes).
+            master: what it replicates from: an in-kernel node (which then also listens on
+                TCP loopback, see `listen_tcp`), another node process, or an address.
+                None: it is a master.
+            sqlite: keep its database in this SQLite file (default: in memory).
+            args: more ``hakit node`` flags (``--wait-data-timeout``, ``--echo``...).
+
+        Returns:
+            A handle resolving to its `hakit.NodeProcess` once it listens.
+
+        Raises:
+            NotebookError: the name is taken, or `master` is unknown or not running.
+        """
+        self._check_open()
+        if not isinstance(name, str) or not name:
+            raise InvalidArgumentError("a node needs a non-empty name")
+        if name in self.cluster.nodes:
+            raise NotebookError(f"{name} is already a node of this kernel's cluster")
+        old = self._processes.get(name)
+        if old is not None and (old.running or old.state == "starting"):
+            raise NotebookError(
+                f"node process {name} is {old.state}: cluster.kill({name!r}) it first"
+            )
+        if master is not None and master not in self.cluster.nodes:
+            if master == name:
+                raise NotebookError(f"{name} cannot replicate from itself")
+            if master in self._processes:
+                running = self._running(master).process
+                assert running is not None
+                master = running.address
+            else:
+                parse_address(master)  # a malformed address fails here, not in the child
+                if master.startswith("mem:"):
+                    raise NotebookError(
+                        f"{master} is an address inside this kernel: a process reaches an "
+                        "in-kernel node by its name (spawn_node(..., master='alpha'))"
+                    )
+        flags = tuple(args)
+        if sqlite is not None:
+            flags = ("--sqlite", os.fspath(sqlite), *flags)
+        spawned = SpawnedNode(name, None, flags)
+        self._processes[name] = spawned
+
+        async def spawn() -> NodeProcess:
+            if master is not None:
+                spawned.master = (
+                    await self._tcp_listen(master) if master in self.cluster.nodes else master
+                )
+            assert self._nursery is not None
+            run = functools.partial(
+                run_process, spawned, secret=self.cluster.secret, cluster=self.name,
+                on_event=functools.partial(self._process_event, name), on_change=self._notify,
+            )  # fmt: skip
+            self._nursery.start_soon(run)
+            await spawned.started.wait()
+            if spawned.process is None:
+                raise spawned.error or NotebookError(f"node process {name} did not start")
+            return spawned.process
+
+        handle: Handle[NodeProcess] = self._spawn(f"spawn node process {name}", spawn)
+        self._notify()
+        return handle
+
+    def listen_tcp(self, name: str) -> str:
+        """Let in-kernel node `name` also listen on TCP loopback; return that address.
+
+        Node processes (and ``hakit`` commands in a terminal) reach it there. Listening
+        once is enough: the same address is returned again.
+        """
+        self._check_open()
+        self._node(name)
+        address: str = self._drive(self._spawn(f"{name} listens on TCP", self._tcp_listen, name))
+        self._notify()
+        return address
+
+    async def _tcp_listen(self, name: str) -> str:
+        address = self._tcp.get(name)
+        if address is None:
+            address = await self._node(name).listen("127.0.0.1:0")
+            self._tcp[name] = address
+        return address
+
+    def kill(self, name: str) -> None:
+        """``kill -9`` node process `name` (SIGKILL); an in-kernel node is `crash`-ed.
+
+        The process is dead when this returns: no goodbye, its sockets closed by the
+        operating system. Its row stays, marked killed; `spawn_node` starts it again.
+        """
+        self._check_open()
+        if name in self.cluster.nodes:
+            self.crash(name)
+            return
+        spawned = self._running(name)
+        process = spawned.process
+        assert process is not None
+        process.kill()
+        self._add_log(name, "killed", None, f"pid {process.pid}: SIGKILL, no goodbye")
+        self._runtime.drive_until(lambda: not process.running, timeout=SYNC_TIMEOUT)
+        self._notify()
+
+    def _running(self, name: str) -> SpawnedNode:
+        spawned = self._processes.get(name)
+        if spawned is None or not spawned.running:
+            if name in self.cluster.nodes:
+                raise NotebookError(
+                    f"{name} runs in this kernel, not in a process of its own: hold or "
+                    "partition its links, crash it, or pause() the whole cluster's clock"
+                )
+            if spawned is not None:
+                raise NotebookError(f"node process {name} is {spawned.state}")
+            raise NotebookError(f"no node process named {name!r}")
+        return spawned
+
+    def _signal(self, name: str, kind: str, detail: str) -> None:
+        self._check_open()
+        spawned = self._running(name)
+        process = spawned.process
+        assert process is not None
+        if kind == "paused":
+            process.pause()
+        else:
+            process.resume()
+        self._add_log(name, kind, None, f"pid {process.pid}: {detail}")
+        self._notify()
+
+    def _process_event(self, name: str, entry: dict[str, Any]) -> None:
+        logged = log_entry(entry)
+        if logged is not None:
+            kind, reason, detail, ago = logged
+            self._add_log(name, kind, reason, detail, max(self.now() - ago, 0.0))
 
     # -- twins: the clock ---------------------------------------------------------------------
     @property
@@ -821,11 +1059,23 @@ class LiveCluster:
             clock.rate = self._speed
         self._notify()
 
-    def pause(self) -> None:
-        """Stop the cluster's time until `resume` or `step`.
+    def pause(self, name: str | None = None) -> None:
+        """Stop the cluster's time until `resume` or `step`; or, given a name, that process.
 
         Nothing is delivered and no timeout fires meanwhile; cells and clicks still work.
+        (Node processes run on real time: pausing the kernel's clock freezes the in-kernel
+        nodes only, and process peers see them fall silent.)
+
+        Args:
+            name: a node process (`spawn_node`) to freeze with SIGSTOP instead: its peers
+                see silence, not a closed link, until `resume(name)`.
+
+        Raises:
+            NotebookError: `name` is not a running node process.
         """
+        if name is not None:
+            self._signal(name, "paused", "SIGSTOP: frozen, its sockets stay open")
+            return
         clock = self._clock
         if not self._paused:
             self._paused = True
@@ -834,8 +1084,19 @@ class LiveCluster:
             clock.autojump_threshold = math.inf
         self._notify()
 
-    def resume(self) -> None:
-        """Let time run again, at `speed`."""
+    def resume(self, name: str | None = None) -> None:
+        """Let time run again, at `speed`; or, given a name, continue that paused process.
+
+        Args:
+            name: a node process paused with `pause(name)`: SIGCONT, it goes on where it
+                stopped.
+
+        Raises:
+            NotebookError: `name` is not a running node process.
+        """
+        if name is not None:
+            self._signal(name, "resumed", "SIGCONT: it goes on where it stopped")
+            return
         clock = self._clock
         if self._paused:
             self._paused = False

@@ -80,6 +80,8 @@ def topology_graph(rows: list[NodeRow]) -> dict[str, Any]:
             "generation": r.generation,
             "txid": r.txid,
             "writes_disabled": r.writes_disabled,
+            "process": r.process,  # a node process's state (None: in this kernel)
+            "pid": r.pid,
         }
         for r in rows
     ]
@@ -103,9 +105,24 @@ def _esc(value: object) -> str:
 
 
 def _role_badge(row: NodeRow) -> str:
+    if row.role == "down":
+        return '<span class="hakit-role hakit-role-cell-down">down</span>'
     if row.writes_disabled and row.role != "master":
         return '<span class="hakit-role hakit-role-cell-down">stepped down</span>'
     return f'<span class="hakit-role hakit-role-cell-{_esc(row.role)}">{_esc(row.role)}</span>'
+
+
+def _name_cell(row: NodeRow) -> str:
+    """The node's name; a node process also shows its pid and, unless running, its state."""
+    if row.process is None:
+        return f"<b>{_esc(row.name)}</b>"
+    pid = f"pid {row.pid}" if row.pid is not None else "process"
+    tone = "hakit-proc" if row.process == "running" else "hakit-proc hakit-proc-off"
+    state = "" if row.process == "running" else f" · {_esc(row.process)}"
+    return (
+        f"<b>{_esc(row.name)}</b> <span class='{tone}' title='a separate process "
+        f"(hakit node), not a node of this kernel'>{pid}{state}</span>"
+    )
 
 
 def table_html(rows: list[NodeRow]) -> str:
@@ -124,7 +141,7 @@ def table_html(rows: list[NodeRow]) -> str:
         # transactions behind, and how old the oldest missing one is
         lag = DASH if r.lag is None else f"{r.lag} tx · {r.lag_seconds or 0.0:.2f} s"
         body.append(
-            f"<tr><td><b>{_esc(r.name)}</b></td>"
+            f"<tr><td>{_name_cell(r)}</td>"
             f"<td class='hakit-muted'>{_esc(r.address or DASH)}</td>"
             f"<td>{_role_badge(r)}</td>"
             f"<td class='hakit-num'>{r.generation}</td><td class='hakit-num'>{r.txid}</td>"
@@ -366,6 +383,29 @@ class ClusterDashboard(w.VBox):  # type: ignore[misc]
         self.delete_button.on_click(
             lambda _: self._act(lambda: self.cluster.delete(self.key.value))
         )
+        # Node processes (cluster.spawn_node): real signals. The row shows only when there
+        # are some.
+        self.process_pick = w.Dropdown(options=[], layout=w.Layout(width="120px"))
+        self.kill_button = _button("Kill -9", "danger", "cluster.kill(node): SIGKILL")
+        self.pause_button = _button("Pause", "", "cluster.pause(node): SIGSTOP")
+        self.resume_button = _button("Resume", "", "cluster.resume(node): SIGCONT")
+        for button, twin in (
+            (self.kill_button, "kill"), (self.pause_button, "pause"),
+            (self.resume_button, "resume"),
+        ):  # fmt: skip
+            button.on_click(
+                lambda _, twin=twin: self._act(
+                    lambda: getattr(self.cluster, twin)(self.process_pick.value)
+                )
+            )
+        self.process_row = _row(
+            _label("Processes"),
+            self.process_pick,
+            self.kill_button,
+            self.pause_button,
+            self.resume_button,
+        )
+        self.process_row.layout.display = "none"
         self.partition_button.on_click(lambda _: self._act(self._partition))
         self.heal_button.on_click(lambda _: self._act(self.cluster.heal))
 
@@ -398,6 +438,7 @@ class ClusterDashboard(w.VBox):  # type: ignore[misc]
                     self.partition_button,
                     self.heal_button,
                 ),
+                self.process_row,
             ]
         )
         # Stable class names: for the browser test, and for users' own CSS.
@@ -411,12 +452,15 @@ class ClusterDashboard(w.VBox):  # type: ignore[misc]
             (self.cancel_button, "btn-cancel"), (self.detach_button, "btn-detach"),
             (self.write_button, "btn-write"), (self.delete_button, "btn-delete"),
             (self.partition_button, "btn-partition"), (self.heal_button, "btn-heal"),
+            (self.process_pick, "process-pick"), (self.kill_button, "btn-kill"),
+            (self.pause_button, "btn-pause"), (self.resume_button, "btn-resume"),
         ):  # fmt: skip
             widget.add_class(f"hakit-{name}")
         self._buttons = [
             self.add_button, self.master_button, self.force_button, self.attach_button,
             self.stop_button, self.cancel_button, self.detach_button, self.write_button,
-            self.delete_button, self.partition_button, self.heal_button,
+            self.delete_button, self.partition_button, self.heal_button, self.kill_button,
+            self.pause_button, self.resume_button,
         ]  # fmt: skip
 
     def _add_node(self) -> hakit.Node:
@@ -543,6 +587,9 @@ class ClusterDashboard(w.VBox):  # type: ignore[misc]
         for dropdown in self._node_dropdowns:
             updates.append((dropdown, "options", names))
         updates.append((self.cut_b, "options", [("the others", ""), *[(n, n) for n in names]]))
+        processes = [r.name for r in rows if r.process is not None]
+        updates.append((self.process_pick, "options", processes))
+        updates.append((self.process_row.layout, "display", "" if processes else "none"))
         updates.append(
             (self.receiver, "options", [("the master", EID_MASTER), *[(n, n) for n in names]])
         )

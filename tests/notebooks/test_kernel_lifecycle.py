@@ -4,6 +4,7 @@ abandoned" warning). Waits are on the kernel's own replies, never fixed delays."
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -134,3 +135,41 @@ def test_a_hakit_await_in_the_cell_that_imports_hakit_jupyter_is_explained(
         kernel.kc.stop_channels()
         kernel.km.shutdown_kernel(now=False)
         kernel.stderr.close()
+
+
+def _gone(pid: int) -> bool:
+    """Whether `pid` has ended (a zombie nobody reaped yet counts as ended)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state in ("Z", "X")
+
+
+@pytest.mark.parametrize("how", ["shutdown", "killed"])
+def test_node_processes_end_with_the_kernel(tmp_path: Path, how: str) -> None:
+    kernel = Kernel(tmp_path)
+    try:
+        spawned = kernel.run(
+            "import hakit.jupyter as hj\n"
+            "cluster = hj.open_cluster(seed=1)\n"
+            "cluster.add_node('alpha'); cluster.make_master('alpha')\n"
+            "beta = await cluster.spawn_node('beta', master='alpha')\n"
+            "print(beta.pid)"
+        )
+        assert spawned["status"] == "ok", spawned
+        pid = int(spawned["out"].split()[0])
+        assert not _gone(pid)
+    finally:
+        kernel.kc.stop_channels()
+        # A shutdown request as JupyterLab sends; or the kernel killed outright (a hung
+        # kernel restarted), when only the child's own --exit-with-parent can end it.
+        kernel.km.shutdown_kernel(now=how == "killed")
+        kernel.stderr.close()
+    if how == "shutdown":
+        assert _gone(pid)
+    else:
+        deadline = time.monotonic() + 30
+        while not _gone(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)  # a bounded wait on the condition, not a fixed delay
+        assert _gone(pid)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 
 import pytest
 import trio
@@ -48,3 +50,48 @@ async def test_a_node_that_cannot_start_is_reported_with_its_output() -> None:
     with pytest.raises(hakit.HakitError, match="cannot open --sqlite /nonexistent/dir/db"):
         async with spawn_node("bad", args=("--sqlite", "/nonexistent/dir/db")):
             pass  # pragma: no cover
+
+
+async def test_a_spawned_node_ends_when_its_parent_dies() -> None:
+    # A parent that starts a node as spawn_node does (--exit-with-parent), waits until it
+    # listens, tells its pid, and is then killed: the node must not outlive it.
+    script = (
+        "import subprocess, sys, tempfile, time\n"
+        "command = [sys.executable, '-m', 'hakit', 'node', 'orphan', '--exit-with-parent']\n"
+        "out = tempfile.TemporaryFile()\n"
+        "child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out)\n"
+        "while b'listening' not in (out.seek(0) or out.read()):\n"
+        "    time.sleep(0.05)\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    parent = await trio.lowlevel.open_process(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE
+    )
+    try:
+        assert parent.stdout is not None
+        data = b""
+        with trio.fail_after(60):
+            while not data.endswith(b"\n"):
+                data += await parent.stdout.receive_some(64)
+        child = int(data)
+        assert not _gone(child)
+        parent.kill()
+        await parent.wait()
+        with trio.fail_after(30):
+            while not _gone(child):
+                await trio.sleep(0.05)
+    finally:
+        with trio.CancelScope(shield=True):
+            parent.kill()
+            await parent.wait()
+
+
+def _gone(pid: int) -> bool:
+    """Whether `pid` has ended (a zombie its new parent has not reaped yet counts)."""
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            state = file.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state in ("Z", "X")

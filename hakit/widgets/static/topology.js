@@ -93,9 +93,14 @@ function draw(model, root) {
     const p = pos[node.name];
     const classes = ["hakit-node", `hakit-role-${node.role}`];
     if (node.writes_disabled) classes.push("hakit-disabled");
+    // A node process (hakit node, not in this kernel): dashed; paused or dead: greyed out.
+    const off = node.process && node.process !== "running";
+    if (node.process) classes.push("hakit-process");
+    if (off) classes.push("hakit-process-off");
     const g = el("g", { class: classes.join(" "), transform: `translate(${p.x},${p.y})` }, svg);
     const title = el("title", {}, g);
-    title.textContent = `${node.name}: ${node.role}, generation ${node.generation}, txid ${node.txid}`;
+    title.textContent = `${node.name}: ${node.role}, generation ${node.generation}, txid ${node.txid}` +
+      (node.process ? ` (process pid ${node.pid}, ${node.process})` : "");
     el("circle", { r: radius }, g);
     const name = el("text", { y: -3, class: "hakit-node-name" }, g);
     name.textContent = node.name;
@@ -108,7 +113,8 @@ function draw(model, root) {
     const [lx, ly] = olen < 1 ? [0, radius + 14] : [(ox / olen) * (radius + 16), (oy / olen) * (radius + 12) + 4];
     const anchor = Math.abs(lx) < radius * 0.6 ? "middle" : lx > 0 ? "start" : "end";
     const role = el("text", { x: lx, y: ly, class: "hakit-node-role", "text-anchor": anchor }, g);
-    role.textContent = node.writes_disabled ? "stepped down" : node.role;
+    role.textContent = off ? node.process : node.writes_disabled ? "stepped down" : node.role;
+    if (node.process && !off) role.textContent += ` · pid ${node.pid}`;
   }
 }
 
