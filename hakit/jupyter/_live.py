@@ -170,6 +170,7 @@ class LiveCluster:
         self._channels: dict[tuple[str, str | _Eid], Channel] = {}
         self._processes: dict[str, SpawnedNode] = {}  # node processes (spawn_node)
         self._tcp: dict[str, str] = {}  # in-kernel nodes' TCP listeners, for processes
+        self._tcp_lock = trio.Lock()
         self._handles: deque[Handle[Any]] = deque(maxlen=200)
         self._log: deque[LogEntry] = deque(maxlen=LOG_LENGTH)
         self._logged = 0
@@ -336,6 +337,8 @@ class LiveCluster:
         elif running and spawned.name in links:
             master, link = links[spawned.name]
             connection, sync = link.state, link.sync
+            # Its status is a poll old; what it acknowledged since, it has applied.
+            txid = max(txid, link.acked_txid)
             lag = max(txids.get(master, txid) - txid, 0)
             lag_seconds = self._lag_seconds(txid) if lag else 0.0
             if link.state == "syncing":
@@ -969,11 +972,12 @@ class LiveCluster:
         return address
 
     async def _tcp_listen(self, name: str) -> str:
-        address = self._tcp.get(name)
-        if address is None:
-            address = await self._node(name).listen("127.0.0.1:0")
-            self._tcp[name] = address
-        return address
+        async with self._tcp_lock:  # two processes spawned at once share one listener
+            address = self._tcp.get(name)
+            if address is None:
+                address = await self._node(name).listen("127.0.0.1:0")
+                self._tcp[name] = address
+            return address
 
     def kill(self, name: str) -> None:
         """``kill -9`` node process `name` (SIGKILL); an in-kernel node is `crash`-ed.

@@ -177,10 +177,15 @@ def log_entry(entry: dict[str, Any]) -> tuple[str, StopReason | None, str, float
         if word in StopReason.__members__:
             reason = StopReason[word]
             break
+    detail = text
+    if reason is not None and reason.describe() in text:
+        # "replica stopped: NAME - <explanation> (<detail>)": the log shows the explanation
+        # beside the detail already, as for in-kernel nodes.
+        detail = text.split(reason.describe(), 1)[1].strip().removeprefix("(").removesuffix(")")
     ago = 0.0
     try:
         when = datetime.datetime.fromisoformat(str(entry["time"]))
         ago = max((datetime.datetime.now().astimezone() - when).total_seconds(), 0.0)
     except (KeyError, ValueError):  # pragma: no cover - the child always sends it
         pass
-    return kind, reason, text, ago
+    return kind, reason, detail or text, ago
