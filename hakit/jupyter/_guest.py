@@ -58,6 +58,7 @@ class Runtime:
         self._outcome: outcome.Outcome[None] | None = None
         self._done_waiters: list[asyncio.Future[None]] = []
         self._driving = False
+        self._scheduled = 0  # `_run_one` calls on the loop
         self.closing = False
         with _no_trio_sigint():
             trio.lowlevel.start_guest_run(
@@ -74,27 +75,38 @@ class Runtime:
             raise NotebookError("the trio run did not start")  # pragma: no cover
 
     # -- host callbacks ---------------------------------------------------------------------
+    # Each queued callback has one `_run_one` on the loop, which runs one callback: so trio
+    # gets one batch of tasks per turn of the host loop, and the kernel's own callbacks take
+    # their turns in between. `_scheduled` counts the `_run_one`s on the loop; those left
+    # over once drive_until has run the queue itself do nothing (were they to run the next
+    # callbacks, a busy run would take several batches per turn, and the kernel would wait).
     def _soon(self, fn: Callable[[], object]) -> None:
         with self._lock:
             self._queue.append(fn)
-        if not self._driving and not self.loop.is_closed():
-            self.loop.call_soon(self._run_one)
+            if self._driving or self.loop.is_closed():
+                return
+            self._scheduled += 1
+        self.loop.call_soon(self._run_one)
 
     def _soon_threadsafe(self, fn: Callable[[], object]) -> None:
         with self._lock:
             self._queue.append(fn)
+            self._scheduled += 1
             self._ready.notify_all()
-        # A closed loop (interpreter exit) cannot take the callback; drive_until runs it.
-        with suppress(RuntimeError):
+        try:
             self.loop.call_soon_threadsafe(self._run_one)
+        except RuntimeError:  # a closed loop (interpreter exit): drive_until runs it
+            with self._lock:
+                self._scheduled -= 1
 
     def _run_one(self) -> None:
-        if self._driving:
-            return  # drive_until is running the queue itself
         with self._lock:
-            fn = self._queue.popleft() if self._queue else None
-        if fn is not None:
-            fn()
+            surplus = self._scheduled > len(self._queue)
+            self._scheduled -= 1
+            if surplus or self._driving:
+                return  # its callback already ran (drive_until), or drive_until runs it
+            fn = self._queue.popleft()
+        fn()
 
     def drive_until(self, condition: Callable[[], bool], *, timeout: float) -> bool:
         """Run trio's pending host callbacks on this thread until `condition()` holds.
@@ -130,12 +142,13 @@ class Runtime:
                 fn()
             return True
         finally:
-            self._driving = False
             with self._lock:
-                pending = len(self._queue)
-            if not self.loop.is_closed():
-                for _ in range(pending):  # whatever is left, the loop runs as usual
-                    self.loop.call_soon(self._run_one)
+                self._driving = False
+                # Whatever is left, the loop runs as usual: one `_run_one` per callback.
+                missing = 0 if self.loop.is_closed() else len(self._queue) - self._scheduled
+                self._scheduled += max(missing, 0)
+            for _ in range(missing):
+                self.loop.call_soon(self._run_one)
 
     # -- the run ----------------------------------------------------------------------------
     async def _main(self) -> None:

@@ -46,6 +46,35 @@ def test_run_starts_once_and_trio_runs_between_awaits(aio) -> None:
     aio(main)
 
 
+def test_a_busy_run_gives_the_host_loop_a_turn_after_every_batch(aio) -> None:
+    # trio's guest mode runs one batch of tasks per host callback: a run whose tasks never
+    # block still lets the kernel's asyncio code (a cell, the kernel's message handling) in
+    # between two batches, so the host is never starved however busy the cluster. Cells
+    # that drive the run for a moment (adding nodes) must not leave it more than that.
+    async def main() -> None:
+        cluster = hj.open_cluster()
+        for name in ("a", "b", "c"):
+            cluster.add_node(name)
+        cluster.make_master("a")
+        batches = 0
+
+        async def spin() -> None:
+            nonlocal batches
+            while True:
+                batches += 1
+                await trio.lowlevel.checkpoint()
+
+        h = hj.start_soon(spin)
+        await asyncio.sleep(0)
+        before = batches
+        for _ in range(100):
+            await asyncio.sleep(0)  # one turn of the host loop each
+        assert 99 <= batches - before <= 101
+        h.cancel()
+
+    aio(main)
+
+
 def test_trio_does_not_take_over_sigint(aio) -> None:
     # Interrupt must stop the running cell, never cancel the whole trio run. ipykernel puts
     # the default handler in place while a cell runs, which is when trio would take over.
