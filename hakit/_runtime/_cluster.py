@@ -41,10 +41,12 @@ class ClusterStatistics:
 class _Tracer:
     """Turns what the simulated network reports into the cluster's `MessageEvent` records."""
 
-    __slots__ = ("log", "watchers")
+    __slots__ = ("_last_frame", "_last_kind", "log", "watchers")
 
     def __init__(self, log: EventLog) -> None:
         self.log = log
+        self._last_frame: bytes | None = None
+        self._last_kind = ""
         #: Called with every delivered message (the notebook's step-by-step clock).
         self.watchers: list[Callable[[MessageEvent], None]] = []
 
@@ -63,16 +65,21 @@ class _Tracer:
     ) -> None:
         if frame is None:
             kind, size, frame = signal, 0, b""
+        elif frame is self._last_frame:  # its "delivered" after its "sent": named once
+            kind, size = self._last_kind, len(frame) + 4
         else:
             kind, size = frame_kind(frame), len(frame) + 4
-        place = route.sender if action in ("sent", "held") else route.receiver
-        event = MessageEvent(time, place or "?", action, route.sender, route.receiver,
-                             route.link, route.outbound, seq, kind, size, sent, due,
-                             retransmits, detail, frame)  # fmt: skip
-        self.log.append(event)
+            self._last_frame, self._last_kind = frame, kind
+        sender = route.sender
+        place = sender if action == "sent" or action == "held" else route.receiver
+        # A plain tuple (see MessageRecord): the log builds the MessageEvent when it is read.
+        record = (time, place or "?", action, sender, route.receiver, route.link, route.outbound,
+                  seq, kind, size, sent, due, retransmits, detail, frame)  # fmt: skip
+        self.log.append_message(record)
         if action == "delivered" and self.watchers:
+            event = MessageEvent(*record)
             for watcher in list(self.watchers):
-                watcher(event)  # fmt: skip
+                watcher(event)
 
     def fault(self, time: float, action: str, detail: str) -> None:
         self.log.append(NetworkChanged(time, "network", action, detail))

@@ -22,9 +22,15 @@ _KIND_NAMES = {int(kind): kind.name for kind in Kind}
 
 def frame_kind(payload: bytes) -> str:
     """Return the kind name of a message payload (``"?"`` if it is no message)."""
-    # Fast path: [kind, ...] packs as a fixarray whose first element is a positive fixint.
-    if len(payload) > 1 and payload[0] & 0xF0 == 0x90 and payload[1] < 0x80:
-        return _KIND_NAMES.get(payload[1], "?")
+    # Fast path: [kind, ...] packs as an array header (fixarray, or array 16/32 for a Txns
+    # batch of many entries) followed by the kind as a positive fixint; decoding a large
+    # batch whole just to name it would cost more than everything else the log does.
+    size = len(payload)
+    if size > 1:
+        head = payload[0]
+        at = 1 if head & 0xF0 == 0x90 else 3 if head == 0xDC else 5 if head == 0xDD else 0
+        if at and size > at and payload[at] < 0x80:
+            return _KIND_NAMES.get(payload[at], "?")
     try:
         value = msgpack.unpackb(payload, raw=False, strict_map_key=False)
         return Kind(value[0]).name

@@ -8,12 +8,13 @@ dropped, so a notebook can draw and replay a whole cluster's timeline in order.
 from __future__ import annotations
 
 import bisect
+import itertools
 import json
 import os
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from ..protocol import StopReason
 from ._decode import frame_fields
@@ -362,12 +363,34 @@ DEFAULT_CAPACITY = 100_000
 _ACTION_ORDER = {"sent": 0, "held": 1, "delivered": 2, "dropped": 3}
 
 
-def _order(event: Event) -> tuple[Any, ...]:
+#: A `MessageEvent` as the cluster's tracer records it: a plain tuple of its fields, in
+#: field order. The log keeps these and builds the `MessageEvent` when it is read: a tuple of
+#: strings and numbers costs a fraction of a frozen dataclass to make, and the garbage
+#: collector stops tracking it, so a full ring of them adds nothing to collection pauses.
+MessageRecord = tuple[
+    float, str, str, "str | None", "str | None", str, bool, int, str, int, float,
+    "float | None", int, str, bytes,
+]  # fmt: skip
+_Item = Any  # an Event, or a MessageRecord
+
+
+def _order(event: _Item) -> tuple[Any, ...]:
+    if type(event) is tuple:
+        action = event[2]
+        late = action in ("delivered", "dropped") and event[10] < event[0]
+        return (event[0], 0 if late else 2, event[5], not event[6], event[7],
+                _ACTION_ORDER.get(action, 9))  # fmt: skip
     if isinstance(event, MessageEvent):
         late = event.action in ("delivered", "dropped") and event.sent < event.time
-        return (0 if late else 2, event.link, not event.outbound, event.seq,
+        return (event.time, 0 if late else 2, event.link, not event.outbound, event.seq,
                 _ACTION_ORDER.get(event.action, 9))  # fmt: skip
-    return (1, event.node)  # a stable sort keeps each node's own events in their order
+    # A stable sort keeps each node's own events in their order.
+    return (event.time, 1, event.node)
+
+
+def _event(item: _Item) -> Event:
+    """The `Event` an item of the ring stands for (a record becomes its `MessageEvent`)."""
+    return MessageEvent(*item) if type(item) is tuple else item
 
 
 class EventLog:
@@ -402,9 +425,10 @@ class EventLog:
     ) -> None:
         if capacity is not None and (not isinstance(capacity, int) or capacity < 1):
             raise ValueError(f"capacity must be a positive int or None, not {capacity!r}")
-        self._ring: deque[Event] = deque(maxlen=capacity)
-        self._pending: list[Event] = []  # the events of the latest instant, not yet ordered
+        self._ring: deque[_Item] = deque(maxlen=capacity)
+        self._pending: list[_Item] = []  # the events of the latest instant, not yet ordered
         self._pending_time = float("-inf")
+        self._in_order = True  # the pending events are known to be in canonical order
         self._forward = forward
         self.sink = sink
         self.capacity = capacity
@@ -422,26 +446,62 @@ class EventLog:
                 self._flush()
             self._pending_time = event.time
             self._pending.append(event)
+            self._in_order = True
         else:
             self._pending.append(event)
+            self._in_order = False
         if self._forward is not None:
             self._forward(event)
 
+    def append_message(self, record: MessageRecord) -> None:
+        """Record a `MessageEvent` given as the tuple of its fields (the tracer's hot path)."""
+        if self._forward is not None or not self._canonical:
+            self.append(MessageEvent(*record))
+            return
+        time = record[0]
+        pending = self._pending
+        if time > self._pending_time:
+            if pending:
+                self._flush()
+                pending = self._pending
+            self._pending_time = time
+            self._in_order = True
+        elif self._in_order and pending:
+            # The usual instant: a frame sent and delivered at once, which is its canonical
+            # order already; anything else in the same instant is sorted when it is flushed.
+            last = pending[-1]
+            if not (
+                record[2] == "delivered"
+                and type(last) is tuple
+                and last[2] == "sent"
+                and last[7] == record[7]
+                and last[5] == record[5]
+                and last[6] == record[6]
+            ):
+                self._in_order = False
+        pending.append(record)
+
     def _flush(self) -> None:
         pending = self._pending
-        if len(pending) > 1:
-            pending.sort(key=lambda e: (e.time, *_order(e)))
-        for event in pending:
-            self._keep(event)
         self._pending = []
+        if not self._in_order:
+            pending.sort(key=_order)
+        if self.sink is None:
+            ring = self._ring
+            if ring.maxlen is not None:
+                self.dropped += max(len(ring) + len(pending) - ring.maxlen, 0)
+            ring.extend(pending)
+        else:
+            for event in pending:
+                self._keep(event)
 
-    def _keep(self, event: Event) -> None:
+    def _keep(self, event: _Item) -> None:
         ring = self._ring
         if len(ring) == ring.maxlen:
             self.dropped += 1
         ring.append(event)
         if self.sink is not None:
-            self.sink(event)
+            self.sink(_event(event))
 
     def flush(self) -> None:
         """Hand the latest instant's events to the sink now (at the end of a run)."""
@@ -468,8 +528,14 @@ class EventLog:
             self._flush()
         first = max(start - self.dropped, 0)
         ring = self._ring
-        events = [ring[i] for i in range(first, len(ring))] if first < len(ring) else []
-        return events, self.dropped + len(ring)
+        if first >= len(ring):
+            return [], self.dropped + len(ring)
+        # From whichever end is nearer: a reader that follows the log reads the newest few.
+        if first > len(ring) // 2:
+            items = [ring[i] for i in range(first - len(ring), 0)]
+        else:
+            items = list(itertools.islice(ring, first, None))
+        return [_event(item) for item in items], self.dropped + len(ring)
 
     def _sync(self) -> None:
         if self._refresh is not None:
@@ -477,8 +543,8 @@ class EventLog:
 
     def _events(self) -> list[Event]:
         self._sync()
-        pending = sorted(self._pending, key=lambda e: (e.time, *_order(e)))
-        return [*self._ring, *pending]
+        pending = sorted(self._pending, key=_order)
+        return [_event(item) for item in itertools.chain(self._ring, pending)]
 
     def __iter__(self) -> Iterator[Event]:
         return iter(self._events())
@@ -487,15 +553,33 @@ class EventLog:
         self._sync()
         return len(self._ring) + len(self._pending)
 
-    def __getitem__(self, index: int) -> Event:
-        return self._events()[index]
+    @overload
+    def __getitem__(self, index: int) -> Event: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Event]: ...
+    def __getitem__(self, index: int | slice) -> Event | list[Event]:
+        if isinstance(index, slice):
+            return self._events()[index]
+        self._sync()
+        ring = self._ring
+        total = len(ring) + len(self._pending)
+        position = index + total if index < 0 else index
+        if not 0 <= position < total:
+            raise IndexError("event log index out of range")
+        if position < len(ring):
+            return _event(ring[position])
+        return _event(sorted(self._pending, key=_order)[position - len(ring)])
 
     def __repr__(self) -> str:
         return f"<hakit.EventLog {len(self)} events, {self.dropped} dropped>"
 
     def of_type(self, kind: type[_E]) -> list[_E]:
         """Return the recorded events of one class, in order."""
-        return [event for event in self._events() if isinstance(event, kind)]
+        self._sync()
+        items = itertools.chain(self._ring, sorted(self._pending, key=_order))
+        if not issubclass(MessageEvent, kind):  # records are all MessageEvents: skip them
+            return [e for e in items if type(e) is not tuple and isinstance(e, kind)]
+        return [e for e in map(_event, items) if isinstance(e, kind)]
 
     def since(self, time: float) -> list[Event]:
         """Return the events at or after `time`, in order."""

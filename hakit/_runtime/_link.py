@@ -78,7 +78,7 @@ class ReplicaLink:
         self._pushed_bytes = 0
         self._acked_bytes = 0
         self._unacked: deque[tuple[int, int]] = deque()  # (txid, pushed bytes up to it)
-        self._ack_event = trio.Event()
+        self._ack_event: trio.Event | None = None
         self._wake = trio.Event()
         self.closed = trio.Event()
         self.close_reason: StopReason | None = None
@@ -90,6 +90,12 @@ class ReplicaLink:
         self._load_pairs_sent = 0
         self._load_pairs: int | None = None
         self._scope = trio.CancelScope()
+        # Direct mode: once the initial sync is sent over a stream whose sends never block
+        # (a simulated link), commits leave through the master's single flusher task, which
+        # sends to every such link in one run: a scheduler trip per commit for the whole
+        # cluster instead of one per replica. Control frames still wake this link's sender.
+        self._direct = False
+        self._dirty = False  # queued on the master's flusher
         #: How long a graceful close may wait for a peer that does not read.
         self.flush_timeout = 5.0
 
@@ -118,7 +124,37 @@ class ReplicaLink:
         self._last_txid = txid
         self._pushed_bytes += len(packed)
         self._unacked.append((txid, self._pushed_bytes))
-        self._wake.set()
+        if self._direct:
+            if not self._dirty:
+                self._dirty = True
+                self.master.link_dirty(self)
+        else:
+            self._wake.set()
+
+    def flush_direct(self) -> None:
+        """Send what is queued now, from the master's flusher (see `MasterSide.flusher`).
+
+        Only for a link in direct mode: its stream never blocks a send and its sender task
+        is idle in its loop, so this cannot interleave with a send of its own.
+        """
+        self._dirty = False
+        if not self._direct:
+            self._wake.set()
+            return
+        self._flush_entries_into_frames()
+        if not self._frames:
+            return
+        frames, self._frames = self._frames, []
+        data = b"".join(frames)
+        self.machine.sent(trio.current_time(), self._last_txid)
+        self.load_sent = True
+        try:
+            self.stream.try_send_nowait(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self.abort(StopReason.CONNECTION_ABORTED, f"link to {self.name} lost: {exc!r}")
+            return
+        self.bytes_sent += len(data)
+        self.frames_sent += len(frames)
 
     @property
     def lag_bytes(self) -> int:
@@ -134,12 +170,17 @@ class ReplicaLink:
         unacked = self._unacked
         while unacked and unacked[0][0] <= txid:
             self._acked_bytes = unacked.popleft()[1]
-        self._ack_event.set()
-        self._ack_event = trio.Event()
+        # Made only when someone waits: an Event per ack would live a whole commit round on
+        # each of hundreds of links, long enough to be promoted and collected in bulk.
+        if self._ack_event is not None:
+            self._ack_event.set()
+            self._ack_event = None
 
     async def wait_ack(self) -> None:
         """Wait for the next acknowledgement (or the link closing)."""
         if not self.closed.is_set():
+            if self._ack_event is None:
+                self._ack_event = trio.Event()
             await self._ack_event.wait()
 
     def push_frame(self, frame: bytes) -> None:
@@ -150,6 +191,7 @@ class ReplicaLink:
 
     def close_after_flush(self, reason: StopReason, detail: str) -> None:
         """Send what is queued, then close the link."""
+        self._direct = False  # the sender flushes the rest and closes
         self._set_closed(reason, detail)
         self.master.drop_link(self)
         self._close_after_flush = True
@@ -158,6 +200,7 @@ class ReplicaLink:
 
     def abort(self, reason: StopReason, detail: str) -> None:
         """Close the link at once, dropping whatever is queued."""
+        self._direct = False
         self._set_closed(reason, detail)
         self.master.drop_link(self)
         self._scope.cancel()
@@ -198,7 +241,8 @@ class ReplicaLink:
             with trio.CancelScope(shield=True):
                 await self.stream.aclose()
             self._set_closed(StopReason.CONNECTION_ABORTED, "link closed")
-            self._ack_event.set()
+            if self._ack_event is not None:
+                self._ack_event.set()
             self.closed.set()
             self.master.link_closed(self)
 
@@ -225,6 +269,8 @@ class ReplicaLink:
             await self.stream.send(self.first_frame)
         if self.snapshot is not None:
             await self._send_snapshot(self.snapshot)
+        if self.stream.can_send_nowait:
+            self._direct = True
         while True:
             await self._wake.wait()
             self._wake = trio.Event()
@@ -235,7 +281,10 @@ class ReplicaLink:
                 # Recorded before sending: the ack may be processed before send() returns.
                 self.machine.sent(trio.current_time(), self._last_txid)
                 self.load_sent = True  # what the sync replays was queued before the loop
-                await self.stream.send(data)
+                # The wait above is this loop's schedule point: a link that never blocks
+                # (a simulated one) sends without a second one.
+                if not self.stream.try_send_nowait(data):
+                    await self.stream.send(data)
                 self.bytes_sent += len(data)
                 self.frames_sent += len(frames)
             if self._close_after_flush and not self._entries and not self._frames:

@@ -106,6 +106,10 @@ class MasterSide:
         self.master_hint: str | None = None
         self._async_unflushed = 0
         self._async_unyielded = 0
+        # Links in direct mode with transactions queued, and the flusher that sends them.
+        self._dirty: list[ReplicaLink] = []
+        self._dirty_added = trio.Event()
+        self._flusher_started = False
         # statistics
         self.commits = 0
         self.commit_failures = 0
@@ -329,6 +333,28 @@ class MasterSide:
                 pending.check()
         while self._pending and self._pending[0].done.is_set():
             self._pending.popleft()
+
+    def link_dirty(self, link: ReplicaLink) -> None:
+        """`link` (in direct mode) has transactions to send: the flusher will send them."""
+        self._dirty.append(link)
+        if len(self._dirty) == 1:
+            if not self._flusher_started:
+                self._flusher_started = True
+                self._node._spawn().start_soon(self.flusher)
+            self._dirty_added.set()
+
+    async def flusher(self) -> None:
+        """Send the transactions queued on every direct-mode link, once per scheduler pass.
+
+        Runs after the committing tasks yield, so that what several writers committed meanwhile
+        leaves in one frame per link (group commit), as with the links' own senders.
+        """
+        while True:
+            await self._dirty_added.wait()
+            self._dirty_added = trio.Event()
+            dirty, self._dirty = self._dirty, []
+            for link in dirty:
+                link.flush_direct()
 
     # -- force master: pause, then step down ---------------------------------------------------
     def _begin_pause(self, link: ReplicaLink) -> None:

@@ -218,9 +218,9 @@ class Node:
         self._closed = False
         self._crashed = False  # Cluster.crash: died like a killed process
         self._listeners: dict[str, trio.CancelScope] = {}
-        # Recent transactions for incremental resync: (txid, generation, entry). A master keeps
-        # the entry packed, as it is sent; a replica keeps the decoded entry it applied and
-        # packs it only if it becomes a master and a follower needs it.
+        # Recent transactions for incremental resync: (txid, generation, entry), the entry
+        # packed as it is sent (a replica packs what it applied: a decoded entry would be
+        # three lists for the garbage collector to track for as long as the log keeps it).
         self._log: deque[tuple[int, int, bytes | m.Entry]] = deque(maxlen=_REPLICA_LOG_LENGTH)
         self._role_changed = trio.Event()
         self._master = MasterSide(self)

@@ -29,6 +29,7 @@ from ..protocol import (
 )
 from ..protocol import _messages as m
 from ..protocol import _replica as rm
+from ..protocol._codec import pack
 from ..storage import Loader
 from ..transports import FramedStream
 from ._dial import dial
@@ -294,52 +295,69 @@ class ReplicaRun:
             load_deadline = self.node._now() + (self.params.initial_timeout or math.inf)
             with self.session.scope():
                 events = chain((first,), events)
-                while True:
-                    for event in events:
-                        outcome = await self._replica_event(machine, framed, event)
-                        if isinstance(outcome, rm.Stopped):
-                            return self._replica_stopped(
-                                outcome.reason, outcome.detail, first.master
-                            )
-                        if isinstance(outcome, rm.FollowMaster):
-                            return outcome
-                        if isinstance(event, rm.Diverged):
-                            discard = _Discard(self.node, event)
-                            self._diverged(event)
-                        elif isinstance(event, rm.LoadBegin):
-                            loader = self.node.storage.begin_load()
-                            self._notify(Notification.DB_LOAD_BEGIN, f"{event.count} keys")
-                        elif isinstance(event, rm.LoadChunk):
-                            assert loader is not None
-                            if discard is not None:
-                                discard.add_chunk(self.node, event.items)
-                            loader.add(event.items)
-                        elif isinstance(event, rm.LoadEnd):
-                            assert loader is not None
-                            # What the load discards is kept in the same atomic step.
-                            record = discard.record(self.node) if discard is not None else None
-                            discard = None
-                            loader.commit(
-                                event.txid, event.last_generation, event.generation,
-                                event.history, record, forced=machine.force_sync,
-                            )  # fmt: skip
-                            loader = None
-                            self.node._log.clear()
-                            self._notify(Notification.DB_LOAD_OK, f"txid {event.txid}")
-                    if machine.state is rm.ReplicaState.STOPPED:
-                        assert machine.stop_reason is not None
-                        return self._replica_stopped(machine.stop_reason, "", first.master)
-                    if not machine.synced and self.node._now() >= load_deadline:
-                        return self._replica_stopped(
-                            StopReason.CONNECTION_ABORTED,
-                            f"initial sync not complete within {self.params.initial_timeout:g} s "
-                            "(initial_timeout)",
-                            first.master,
-                        )
-                    deadline = machine.next_deadline
-                    if not machine.synced:
-                        deadline = min(deadline, load_deadline)
-                    events = await self._receive_events(machine, framed, deadline)
+                # The timeouts (wait_data_timeout, initial_timeout) are one watchdog task's
+                # job, not a timeout scope around every read: a scope per frame costs more
+                # than the rest of what a replica does with it.
+                timed_out: list[rm.Stopped] = []
+                event: rm.ReplicaEvent | None = None
+                # The watchdog runs in the node's nursery, not one of its own here: a nursery
+                # cancelled from outside would raise a group of two Cancelled, not one.
+                loop_scope, watch_scope = trio.CancelScope(), trio.CancelScope()
+                self.node._spawn().start_soon(
+                    self._watchdog, machine, load_deadline, loop_scope, watch_scope, timed_out
+                )
+                with loop_scope:
+                    try:
+                        while not timed_out:
+                            for event in events:
+                                outcome = await self._replica_event(machine, framed, event)
+                                if isinstance(outcome, rm.Stopped):
+                                    return self._replica_stopped(
+                                        outcome.reason, outcome.detail, first.master
+                                    )
+                                if isinstance(outcome, rm.FollowMaster):
+                                    return outcome
+                                if isinstance(event, rm.Diverged):
+                                    discard = _Discard(self.node, event)
+                                    self._diverged(event)
+                                elif isinstance(event, rm.LoadBegin):
+                                    loader = self.node.storage.begin_load()
+                                    self._notify(Notification.DB_LOAD_BEGIN, f"{event.count} keys")
+                                elif isinstance(event, rm.LoadChunk):
+                                    assert loader is not None
+                                    if discard is not None:
+                                        discard.add_chunk(self.node, event.items)
+                                    loader.add(event.items)
+                                elif isinstance(event, rm.LoadEnd):
+                                    assert loader is not None
+                                    # What the load discards is kept in the same atomic step.
+                                    record = (
+                                        discard.record(self.node) if discard is not None else None
+                                    )
+                                    discard = None
+                                    loader.commit(
+                                        event.txid, event.last_generation, event.generation,
+                                        event.history, record, forced=machine.force_sync,
+                                    )  # fmt: skip
+                                    loader = None
+                                    self.node._log.clear()
+                                    self._notify(Notification.DB_LOAD_OK, f"txid {event.txid}")
+                            if machine.state is rm.ReplicaState.STOPPED:
+                                assert machine.stop_reason is not None
+                                return self._replica_stopped(machine.stop_reason, "", first.master)
+                            if not machine.synced and self.node._now() >= load_deadline:
+                                return self._replica_stopped(*self._load_timeout(), first.master)
+                            # Let go of the batch just applied before waiting: held while
+                            # parked, its decoded lists would outlive a collection and be
+                            # promoted, to be freed only by a full one.
+                            event = None
+                            events = await self._receive_events(machine, framed)
+                    finally:
+                        watch_scope.cancel()  # the watchdog ends on every way out
+                if timed_out:
+                    return self._replica_stopped(
+                        timed_out[0].reason, timed_out[0].detail, first.master
+                    )
         finally:
             if loader is not None:
                 # Whatever stopped us mid-load, the staged data is dropped: a half-loaded
@@ -381,21 +399,56 @@ class ReplicaRun:
                 return
 
     async def _receive_events(
-        self, machine: ReplicaMachine, framed: FramedStream, deadline: float
+        self, machine: ReplicaMachine, framed: FramedStream
     ) -> Iterator[rm.ReplicaEvent]:
-        with trio.move_on_at(deadline):
-            try:
-                values = await framed.receive()
-            except EOFError:
-                return iter([machine.connection_lost("the master closed the connection")])
-            except (
-                OSError, trio.BrokenResourceError, trio.ClosedResourceError, RemoteProtocolError
-            ) as exc:  # fmt: skip
-                # ClosedResourceError: our end was closed under us (the node crashed).
-                return iter([machine.connection_lost(f"connection to the master failed: {exc}")])
-            return self._feed(machine, values)
-        stopped = machine.tick(self.node._now())
-        return iter([stopped] if stopped is not None else [])
+        try:
+            values = await framed.receive()
+        except EOFError:
+            return iter([machine.connection_lost("the master closed the connection")])
+        except (
+            OSError, trio.BrokenResourceError, trio.ClosedResourceError, RemoteProtocolError
+        ) as exc:  # fmt: skip
+            # ClosedResourceError: our end was closed under us (the node crashed).
+            return iter([machine.connection_lost(f"connection to the master failed: {exc}")])
+        return self._feed(machine, values)
+
+    def _load_timeout(self) -> tuple[StopReason, str]:
+        return (
+            StopReason.CONNECTION_ABORTED,
+            f"initial sync not complete within {self.params.initial_timeout:g} s (initial_timeout)",
+        )
+
+    async def _watchdog(
+        self,
+        machine: ReplicaMachine,
+        load_deadline: float,
+        scope: trio.CancelScope,
+        own: trio.CancelScope,
+        timed_out: list[rm.Stopped],
+    ) -> None:
+        """Stop the link when the master falls silent (or the load takes too long).
+
+        Sleeps until the machine's deadline; every frame moves that deadline on, so it wakes
+        about once per `wait_data_timeout` on a live link, finds the deadline moved, and
+        sleeps again. When one has really passed it records why and cancels `scope`, which
+        interrupts the stream loop wherever it waits. `own` ends it when the loop ends.
+        """
+        with own:
+            while True:
+                deadline = machine.next_deadline
+                if not machine.synced:
+                    deadline = min(deadline, load_deadline)
+                await trio.sleep_until(deadline)
+                now = self.node._now()
+                if not machine.synced and now >= load_deadline:
+                    timed_out.append(rm.Stopped(*self._load_timeout()))
+                else:
+                    stopped = machine.tick(now)
+                    if stopped is None:
+                        continue  # the deadline moved on meanwhile
+                    timed_out.append(stopped)
+                scope.cancel()
+                return
 
     async def _replica_event(
         self,
@@ -454,14 +507,17 @@ class ReplicaRun:
         """Apply a batch; return an error text if the per-transaction callback raised."""
         callback = self.params.on_transaction
         log = self.node._log
+        # The log keeps each entry packed, as a master does: a tuple of two ints and bytes
+        # is dropped from the garbage collector's view, while a decoded entry (three lists)
+        # would be tracked, and scanned by every full collection, for as long as it is kept.
         if callback is None:
             self.node.storage.apply(entries)
-            log.extend([(entry[0], entry[1], entry) for entry in entries])
+            log.extend([(entry[0], entry[1], pack(entry)) for entry in entries])
             self.node._applied += len(entries)
             return None
         for entry in entries:
             self.node.storage.apply([entry])
-            log.append((entry[0], entry[1], entry))
+            log.append((entry[0], entry[1], pack(entry)))
             self.node._applied += 1
             try:
                 callback(TransactionRecord(entry[0], entry[1], entry[2]))
@@ -473,9 +529,12 @@ class ReplicaRun:
         self, machine: ReplicaMachine, framed: FramedStream, msg: m.Message
     ) -> rm.Stopped | None:
         """Send one message; a failure (or a send blocked past commit_timeout) ends the link."""
+        data = msg.encode()
         try:
-            with trio.fail_after(self.params.commit_timeout or math.inf):
-                await framed.send(msg.encode())
+            # On a link whose sends never block there is nothing to time out: no scope.
+            if not framed.try_send_nowait(data):
+                with trio.fail_after(self.params.commit_timeout or math.inf):
+                    await framed.send(data)
         except trio.TooSlowError:
             return machine.connection_lost(
                 f"sending to the master blocked for {self.params.commit_timeout:g} s "

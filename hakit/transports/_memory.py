@@ -153,6 +153,7 @@ class _Pipe:
     """One direction of a link: the writer's in-flight chunks and the reader's buffer."""
 
     __slots__ = (
+        "_abort",
         "broken",
         "buffer",
         "buffered",
@@ -184,7 +185,8 @@ class _Pipe:
         self.reset: str | None = None  # a reset reached the reader: why
         self.broken = False  # the reader's close (or a reset) reached the writer
         self.reader_closed = False
-        self.waiter: trio.Event | None = None
+        self.waiter: trio.lowlevel.Task | None = None  # the reader, parked until data moves
+        self._abort = self._abort_wait  # made once: a wait per frame allocates nothing
         # tracing: the next frame's sequence number and the bytes of a frame begun
         self.seq = 0
         self.partial = b""
@@ -194,7 +196,21 @@ class _Pipe:
         waiter = self.waiter
         if waiter is not None:
             self.waiter = None
-            waiter.set()
+            trio.lowlevel.reschedule(waiter)
+
+    def _abort_wait(self, _raise_cancel: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
+        self.waiter = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    async def wait(self) -> None:
+        """Park the reading task until `wake` (a cancellation point, as an Event's wait is).
+
+        Parks the task itself rather than on a fresh `trio.Event`: a busy link waits once
+        per frame, and an Event (with its parking lot) per wait is garbage that lives for a
+        whole round trip.
+        """
+        self.waiter = trio.lowlevel.current_task()
+        await trio.lowlevel.wait_task_rescheduled(self._abort)
 
 
 class _Link:
@@ -284,6 +300,23 @@ class MemoryStream(trio.abc.HalfCloseableStream):
         finally:
             self._sending = False
 
+    def send_nowait(self, data: bytes) -> None:
+        """Send bytes at once, without a checkpoint (a simulated link never blocks a send).
+
+        The buffers are unbounded, so there is nothing to wait for. For a caller that yields
+        elsewhere in its loop (a link's sender waits for work, a replica for the next frame):
+        `send_all`'s schedule point would cost a trip through the scheduler per frame, which
+        is most of a small frame's cost on a busy network.
+
+        Raises:
+            The same errors as `send_all`.
+        """
+        if self._sending:
+            raise trio.BusyResourceError("another task is already sending on this stream")
+        self._check_can_send()
+        if data:
+            self._network._transmit(self._out, data)
+
     async def wait_send_all_might_not_block(self) -> None:
         """Return at once: the buffers are unbounded, so `send_all` never blocks."""
         if self._sending:
@@ -324,27 +357,35 @@ class MemoryStream(trio.abc.HalfCloseableStream):
             raise trio.BusyResourceError("another task is already receiving on this stream")
         self._receiving = True
         try:
-            await trio.lowlevel.checkpoint()
             pipe = self._in
             network = self._network
+            # One schedule point per call, as trio wants: the checkpoint when something is
+            # there to return, else the wait itself (a wait is a checkpoint too).
+            waited = False
             while True:
                 if self._closed:
                     raise trio.ClosedResourceError("the stream is closed")
                 if pipe.in_flight:
                     network._settle(pipe, trio.current_time())
-                if pipe.reset is not None:
-                    raise trio.BrokenResourceError(f"connection reset: {pipe.reset}")
-                if pipe.buffered:
-                    return _take(pipe, max_bytes)
-                if pipe.eof:
+                if pipe.reset is not None or pipe.buffered or pipe.eof:
+                    if not waited:
+                        waited = True
+                        await trio.lowlevel.checkpoint()
+                        continue  # look again: the state may have changed meanwhile
+                    if pipe.reset is not None:
+                        raise trio.BrokenResourceError(f"connection reset: {pipe.reset}")
+                    if pipe.buffered:
+                        return _take(pipe, max_bytes)
                     return b""
+                waited = True
                 if pipe.in_flight and not pipe.link.blocked:
-                    deadline = pipe.in_flight[0][0]
+                    # Data in flight: wake when the first chunk is due. No timeout scope
+                    # otherwise (only a send, close, heal or release can help): a scope
+                    # per read is most of a read's cost on a busy network.
+                    with trio.move_on_at(pipe.in_flight[0][0]):
+                        await pipe.wait()
                 else:
-                    deadline = math.inf  # only a send, close, heal or release can help
-                event = pipe.waiter = trio.Event()
-                with trio.move_on_at(deadline):
-                    await event.wait()
+                    await pipe.wait()
         finally:
             self._receiving = False
 
