@@ -15,7 +15,7 @@ SHELL := bash
 .DELETE_ON_ERROR:
 .DEFAULT_GOAL := test
 
-.PHONY: venv demo test lint bench torture fuzz lab browser notebooks test-binder binder-requirements clean distclean
+.PHONY: venv demo test lint bench torture fuzz lab browser notebooks test-binder binder-badge binder-requirements clean distclean
 
 venv: $(STAMP)
 
@@ -50,9 +50,9 @@ browser:
 		echo "installing Debian's chromium for the browser test"; \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 
-# JupyterLab on 127.0.0.1 with the quickstart notebook: a live cluster and its dashboard.
+# JupyterLab on 127.0.0.1 with the workshop's first notebook: a live cluster and its dashboard.
 lab: venv
-	$(BIN)/python -m jupyter lab notebooks/quickstart.ipynb --ip=127.0.0.1 \
+	$(BIN)/python -m jupyter lab notebooks/01-quickstart.ipynb --ip=127.0.0.1 \
 		$(if $(filter 0,$(shell id -u)),--allow-root)
 
 lint: venv
@@ -86,6 +86,10 @@ notebooks: venv
 # execute every notebook in it. Slow: not part of `make test`; .ci/run runs it.
 test-binder:
 	bash tests/binder/build.sh
+
+# Point the README's Binder badge at [tool.hakit.binder] in pyproject.toml (repository, ref).
+binder-badge: venv
+	$(BIN)/python -m tests.binder.badge
 
 # Pin binder/requirements.txt to the versions installed in .venv.
 binder-requirements: venv

@@ -337,6 +337,8 @@ class LiveCluster:
         elif running and spawned.name in links:
             master, link = links[spawned.name]
             connection, sync = link.state, link.sync
+            if master in self.cluster.nodes:
+                role = "replica"  # an in-kernel master holds its link now: fresher than a poll
             # Its status is a poll old; what it acknowledged since, it has applied.
             txid = max(txid, link.acked_txid)
             lag = max(txids.get(master, txid) - txid, 0)
@@ -1238,7 +1240,8 @@ class LiveCluster:
             "<th>master</th><th>lag</th><th>connection</th></tr>"
         )
         cells = (
-            (r.name, r.role, r.generation, r.txid, r.master or "-",
+            (r.name if r.process is None else f"{r.name} (process {r.pid}, {r.process})",
+             r.role, r.generation, r.txid, r.master or "-",
              "-" if r.lag is None else r.lag, r.connection)
             for r in self.rows()
         )  # fmt: skip

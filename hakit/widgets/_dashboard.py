@@ -663,7 +663,12 @@ class ClusterDashboard(w.VBox):  # type: ignore[misc]
             pills = "<span class='hakit-pill hakit-pill-ok'>running</span>"
         if any(r.connection == "cut" for r in rows):
             pills += "<span class='hakit-pill hakit-pill-bad'>partitioned</span>"
-        if masters:
+        if len(masters) > 1:  # separate groups (a master process beside one in this kernel)
+            master = "masters " + ", ".join(
+                f"<b>{_esc(m.name)}</b> (generation {m.generation} · txid {m.txid})"
+                for m in masters
+            )
+        elif masters:
             m = masters[-1]
             master = f"master <b>{_esc(m.name)}</b> · generation {m.generation} · txid {m.txid}"
         else:

@@ -74,4 +74,10 @@ def test_readme_badge_launches_the_quickstart() -> None:
     for url in badges:
         assert url.endswith("?labpath=notebooks%2F01-quickstart.ipynb"), url
     assert (ROOT / "notebooks" / "01-quickstart.ipynb").exists()
+    # The badge is the setting, not a guess: [tool.hakit.binder] names repository and ref.
+    from .badge import badge_url, setting
+
+    (badge,) = badges
+    assert f"https://mybinder.org/v2/gh/{badge}" == badge_url(*setting()), "make binder-badge"
+    assert "[tool.hakit.binder]" in readme
     assert "tag" in readme[readme.index("mybinder") :].split("\n## ")[0]

@@ -54,6 +54,8 @@ EXPECTED: dict[str, dict[str, Any]] = {
             "beta follows": "gamma",
         },
         "new-master-write": (2, ["beta"], "failover"),
+        "message": b"echo from the master: hello",
+        "load": {"alpha": ("standalone", 1), "beta": ("replica", 502), "gamma": ("master", 502)},
         "exercise": {
             "reason": "BECOMES_MASTER",
             "beta generation": 3,
@@ -246,16 +248,29 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "exercise": 42,
     },
     "07-separate-processes": {
-        "attached": [("beta", "streaming", "full"), ("gamma", "streaming", "full")],
-        "write": (2, ["beta", "gamma"]),
-        "killed": {"beta exit code": -9, "replicas": ["gamma"], "acked": ["gamma"]},
-        "restarted": {"beta sync": "incremental", "beta acked txid": 3, "master txid": 3},
+        "attached": [
+            ("beta", "replica", "streaming", "running"),
+            ("gamma", "replica", "streaming", "running"),
+        ],
+        "pids": {"separate processes": True, "alpha listens at": "mem:alpha"},
+        "write": (1, ["beta", "gamma"]),
+        "killed": {
+            "beta": "killed (SIGKILL)",
+            "exit status": -9,
+            "alpha's replicas": ["gamma"],
+            "acked": ["gamma"],
+        },
+        "restarted": {"beta sync": "incremental", "beta txid": 2, "master txid": 2},
+        "paused": {"acked": ("beta",), "detached": ("gamma",), "gamma now": "streaming"},
         "get": ["42"],
-        "cli": (
-            "replica stopped: MASTER_REQUESTED_DISCONNECT",
-            ["node gamma", "role standalone"],
-        ),
-        "exercise": ["full"],
+        "status": ["node gamma", "role replica", "master alpha"],
+        "process-master": {
+            "acked by": ["delta"],
+            "delta has": "a process",
+            "delta stopped with": "CONNECTION_ABORTED",
+        },
+        "exercise": "full",
+        "closed": [False],
     },
 }
 

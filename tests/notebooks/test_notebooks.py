@@ -6,6 +6,7 @@ The facts (a role, a stop reason, a value) are the values of the cells tagged
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,35 @@ def executed() -> dict[Path, tuple[Any, float]]:
 def test_notebook_runs_and_shows_its_facts(path: Path, executed) -> None:
     nb, _seconds = executed[path]
     assert run.problems(path.stem, nb) == []
+
+
+def test_the_quickstart_shows_the_live_dashboard(executed) -> None:
+    # `make lab` and the Binder badge open 01-quickstart: its `cluster` cells are the widget.
+    nb, _seconds = executed[run.NOTEBOOKS / "01-quickstart.ipynb"]
+    views = [
+        output
+        for cell in nb.cells
+        if cell.cell_type == "code" and cell.source.rstrip().split("\n")[-1] == "cluster"
+        for output in cell.outputs
+        if output.get("output_type") == "execute_result"
+        and "application/vnd.jupyter.widget-view+json" in output["data"]
+    ]
+    assert len(views) == 2, "01-quickstart shows the dashboard twice"
+    assert "<table>" in views[0]["data"]["text/html"]  # and a static fallback
+
+
+def test_the_process_notebook_shows_its_processes_in_the_dashboard(executed) -> None:
+    nb, _seconds = executed[run.NOTEBOOKS / "07-separate-processes.ipynb"]
+    (shown, *_) = [
+        output
+        for cell in nb.cells
+        if cell.cell_type == "code" and cell.source.strip() == "cluster"
+        for output in cell.outputs
+        if output.get("output_type") == "execute_result"
+    ]
+    html = shown["data"]["text/html"]
+    assert "alpha" in html  # the in-kernel master, and beside it the processes
+    assert re.findall(r"(\w+) \(process \d+, running\)", html) == ["beta", "gamma"]
 
 
 def test_a_wrong_fact_is_reported() -> None:

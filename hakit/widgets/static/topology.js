@@ -25,7 +25,8 @@ function layout(nodes, width, height) {
   const order = [...nodes].sort((a, b) => (b.role === "master") - (a.role === "master"));
   const cx = width / 2;
   const cy = height / 2 + 4;
-  const r = Math.min(width, height) / 2 - 44;
+  // Room outside the ring for the role label under the bottom node (about 50 px).
+  const r = Math.min(width, height) / 2 - 56;
   const pos = {};
   order.forEach((node, i) => {
     const angle = -Math.PI / 2 + (2 * Math.PI * i) / Math.max(order.length, 1);
