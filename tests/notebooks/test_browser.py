@@ -9,118 +9,26 @@ on a page or server condition, never a fixed delay. Screenshots go under
 
 from __future__ import annotations
 
-import json
-import os
-import secrets
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 nbformat = pytest.importorskip("nbformat")
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
+from ..jupyterlab import CHROMIUM, SHOTS, Lab, running_lab, write_notebook  # noqa: E402
 from . import design_example as ex  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
-SHOTS = ROOT / "build" / "screenshots"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-#: Seconds allowed for the server to come up, and for each page condition.
-SERVER_TIMEOUT = 90.0
+#: Milliseconds allowed for each page condition.
 PAGE_TIMEOUT_MS = 30_000
-
-
-@dataclass
-class Lab:
-    url: str
-    token: str
-    root: Path
-
-    def api(self, method: str, path: str) -> object:
-        request = urllib.request.Request(
-            f"{self.url}{path}", method=method, headers={"Authorization": f"token {self.token}"}
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            body = response.read()
-        return json.loads(body) if body else None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def write_settings(settings: Path, theme: str) -> None:
-    """JupyterLab user settings: the theme, and no news pop-up over the page."""
-    ext = settings / "@jupyterlab" / "apputils-extension"
-    ext.mkdir(parents=True, exist_ok=True)
-    (ext / "themes.jupyterlab-settings").write_text(json.dumps({"theme": theme}))
-    (ext / "notification.jupyterlab-settings").write_text(
-        json.dumps({"fetchNews": "false", "checkForUpdates": False})
-    )
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Debian's chromium is missing: `make test` installs it (apt-get chromium)")
     root = tmp_path_factory.mktemp("lab")
-    settings = root / ".settings"
-    write_settings(settings, "JupyterLab Light")
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(ex.SETUP), nbformat.v4.new_code_cell(ex.ATTACH)]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
-    nbformat.write(nb, root / "dashboard.ipynb")
-    port = free_port()
-    token = secrets.token_hex(16)
-    env = {
-        **os.environ,
-        "JUPYTERLAB_SETTINGS_DIR": str(settings),
-        "JUPYTERLAB_WORKSPACES_DIR": str(root / ".workspaces"),
-        "JUPYTER_RUNTIME_DIR": str(root / ".runtime"),
-        "PYTHONPATH": str(ROOT),
-    }
-    log = (root / "lab.log").open("w")
-    server = subprocess.Popen(
-        [
-            sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root",
-            "--ip=127.0.0.1", f"--port={port}", f"--ServerApp.token={token}",
-            f"--ServerApp.root_dir={root}", "--ServerApp.open_browser=False",
-            "--LabApp.news_url=", "--ServerApp.disable_check_xsrf=True",
-        ],
-        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + SERVER_TIMEOUT
-        up = Lab(url, token, root)
-        while True:  # wait until the server answers (a condition, checked every 0.2 s)
-            try:
-                up.api("GET", "/api/status")
-                break
-            except (urllib.error.URLError, ConnectionError, OSError):
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        "JupyterLab did not start:\n" + (root / "lab.log").read_text()
-                    ) from None
-                time.sleep(0.2)
-        yield up
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
+    write_notebook(root / "dashboard.ipynb", [ex.SETUP, ex.ATTACH])
+    with running_lab(root) as server:
+        yield server
 
 
 def run_all(page, cells: int) -> None:  # type: ignore[no-untyped-def]
@@ -135,8 +43,7 @@ def test_force_master_by_click_in_jupyterlab(lab: Lab, capsys: pytest.CaptureFix
     SHOTS.mkdir(parents=True, exist_ok=True)
     with capsys.disabled():
         print(f"\nbrowser test screenshots: {SHOTS}")
-    for session in lab.api("GET", "/api/sessions") or []:  # a kernel from an earlier run
-        lab.api("DELETE", f"/api/sessions/{session['id']}")  # type: ignore[index]
+    lab.end_sessions()  # a kernel from an earlier run
     with playwright_sync.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
@@ -146,7 +53,7 @@ def test_force_master_by_click_in_jupyterlab(lab: Lab, capsys: pytest.CaptureFix
             browser.close()
             raise
         try:
-            page.goto(f"{lab.url}/lab/tree/dashboard.ipynb?token={lab.token}")
+            page.goto(lab.page_url("dashboard.ipynb"))
             page.wait_for_selector(".jp-Notebook .jp-Cell")
             # The kernel is connected and idle (the status bar says so).
             page.locator(".jp-StatusBar-TextItem", has_text="| Idle").first.wait_for()

@@ -8,28 +8,15 @@ is on a page or server condition, never a fixed delay.
 
 from __future__ import annotations
 
-import json
-import os
-import secrets
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 nbformat = pytest.importorskip("nbformat")
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
-ROOT = Path(__file__).resolve().parents[2]
-SHOTS = ROOT / "build" / "screenshots"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-SERVER_TIMEOUT = 90.0
+from ..jupyterlab import CHROMIUM, SHOTS, Lab, running_lab, write_notebook  # noqa: E402
+
 PAGE_TIMEOUT_MS = 60_000
 
 CELLS = [
@@ -45,78 +32,17 @@ CELLS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _api(url: str, token: str, method: str, path: str) -> object:
-    request = urllib.request.Request(
-        f"{url}{path}", method=method, headers={"Authorization": f"token {token}"}
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        body = response.read()
-    return json.loads(body) if body else None
-
-
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Debian's chromium is missing: `make test` installs it (apt-get chromium)")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     root = tmp_path_factory.mktemp("lab")
-    settings = root / ".settings" / "@jupyterlab" / "apputils-extension"
-    settings.mkdir(parents=True)
-    (settings / "notification.jupyterlab-settings").write_text(
-        json.dumps({"fetchNews": "false", "checkForUpdates": False})
-    )
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(code) for code in CELLS]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
-    nbformat.write(nb, root / "timeline.ipynb")
-    port, token = _free_port(), secrets.token_hex(16)
-    env = {
-        **os.environ,
-        "JUPYTERLAB_SETTINGS_DIR": str(root / ".settings"),
-        "JUPYTERLAB_WORKSPACES_DIR": str(root / ".workspaces"),
-        "JUPYTER_RUNTIME_DIR": str(root / ".runtime"),
-        "PYTHONPATH": str(ROOT),
-    }
-    log = (root / "lab.log").open("w")
-    server = subprocess.Popen(
-        [
-            sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root",
-            "--ip=127.0.0.1", f"--port={port}", f"--ServerApp.token={token}",
-            f"--ServerApp.root_dir={root}", "--ServerApp.open_browser=False",
-            "--LabApp.news_url=", "--ServerApp.disable_check_xsrf=True",
-        ],
-        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + SERVER_TIMEOUT
-        while True:  # a condition checked every 0.2 s: the server answers
-            try:
-                _api(url, token, "GET", "/api/status")
-                break
-            except (urllib.error.URLError, ConnectionError, OSError):
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("JupyterLab did not start") from None
-                time.sleep(0.2)
-        yield url, token
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
+    write_notebook(root / "timeline.ipynb", CELLS)
+    with running_lab(root) as server:
+        yield server
 
 
 def test_the_timeline_draws_a_handshake_in_jupyterlab(
-    lab: tuple[str, str], capsys: pytest.CaptureFixture[str]
+    lab: Lab, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    url, token = lab
     SHOTS.mkdir(parents=True, exist_ok=True)
     with capsys.disabled():
         print(f"\ntimeline screenshots: {SHOTS}")
@@ -125,7 +51,7 @@ def test_the_timeline_draws_a_handshake_in_jupyterlab(
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.set_default_timeout(PAGE_TIMEOUT_MS)
         try:
-            page.goto(f"{url}/lab/tree/timeline.ipynb?token={token}")
+            page.goto(lab.page_url("timeline.ipynb"))
             page.wait_for_selector(".jp-Notebook .jp-Cell")
             page.locator(".jp-StatusBar-TextItem", has_text="| Idle").first.wait_for()
             page.locator(".jp-Notebook .jp-Cell .jp-InputArea-editor").first.click()
@@ -153,5 +79,4 @@ def test_the_timeline_draws_a_handshake_in_jupyterlab(
             raise
         finally:
             browser.close()
-    for session in _api(url, token, "GET", "/api/sessions") or []:  # type: ignore[union-attr]
-        _api(url, token, "DELETE", f"/api/sessions/{session['id']}")  # type: ignore[index]
+    lab.end_sessions()
