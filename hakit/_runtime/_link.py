@@ -206,21 +206,41 @@ class ReplicaLink:
         self._scope.cancel()
 
     def _flush_entries_into_frames(self) -> None:
-        if not self._entries:
+        entries = self._entries
+        if not entries:
             return
-        # As many transactions per frame as fit: a replica far behind (incremental resync,
-        # an asynchronous master) gets its backlog in frames it can receive.
-        limit = max_transaction_bytes(self.max_frame_size)
         generation = self.machine.generation
-        group: list[bytes] = []
-        size = 0
-        for entry in self._entries:
-            if group and size + len(entry) > limit:
-                self._frames.append(m.encode_txns(generation, group))
-                group, size = [], 0
-            group.append(entry)
-            size += len(entry)
-        self._frames.append(m.encode_txns(generation, group))
+        # Every link of a master is usually sent the same transactions: the frames made for
+        # the last link are reused while they are for the same entries (the same objects,
+        # pushed by the same commits) of the same generation and frame size.
+        memo = self.master.txns_memo
+        if (
+            memo is not None
+            and memo[0] is entries[0]
+            and memo[1] is entries[-1]
+            and memo[2] == len(entries)
+            and memo[3] == generation
+            and memo[4] == self.max_frame_size
+        ):
+            self._frames.extend(memo[5])
+        else:
+            # As many transactions per frame as fit: a replica far behind (incremental
+            # resync, an asynchronous master) gets its backlog in frames it can receive.
+            limit = max_transaction_bytes(self.max_frame_size)
+            frames: list[bytes] = []
+            group: list[bytes] = []
+            size = 0
+            for entry in entries:
+                if group and size + len(entry) > limit:
+                    frames.append(m.encode_txns(generation, group))
+                    group, size = [], 0
+                group.append(entry)
+                size += len(entry)
+            frames.append(m.encode_txns(generation, group))
+            self.master.txns_memo = (
+                entries[0], entries[-1], len(entries), generation, self.max_frame_size, frames
+            )  # fmt: skip
+            self._frames.extend(frames)
         self._entries = []
         self._entries_bytes = 0
 

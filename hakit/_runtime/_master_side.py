@@ -110,6 +110,9 @@ class MasterSide:
         self._dirty: list[ReplicaLink] = []
         self._dirty_added = trio.Event()
         self._flusher_started = False
+        self._watchdog_started = False
+        #: The Txns frames last made for a link, and what for (see ReplicaLink).
+        self.txns_memo: tuple[bytes, bytes, int, int, int, list[bytes]] | None = None
         # statistics
         self.commits = 0
         self.commit_failures = 0
@@ -639,6 +642,11 @@ class MasterSide:
             # No cancel scope per commit: the acknowledgement watchdog enforces synch_timeout
             # for every waiting commit at once (a scope costs more than the rest of a wait).
             self._pending.append(pending)
+            if not self._watchdog_started:
+                # Started by the first commit that waits: most nodes of a large cluster
+                # never are masters, and an idle task each would be memory for nothing.
+                self._watchdog_started = True
+                node._spawn().start_soon(self.ack_watchdog)
             self._pending_added.set()
             await pending.done.wait()
         else:  # no replica counts yet (all still loading), or the policy needs none

@@ -316,7 +316,6 @@ class Node:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                nursery.start_soon(self._master.ack_watchdog)
                 task_status.started()
                 await trio.sleep_forever()
         finally:

@@ -178,8 +178,20 @@ async def test_write_racing_the_start_of_an_attach_is_refused(
         ([1, 1, [5]], "must be a non-empty array"),
         ([1, 1, [[]]], "must be a non-empty array"),
         ([1, 1, [["put", "k", 1]]], "unknown op 'put'"),
+        ([1, 1, [[False, "k", 1]]], "unknown op False"),  # a bool is no op tag, even 0's twin
+        ([1, 1, [[m.OP_PUT, "k", 1], [m.OP_PUT, None, 1]]], "key None is neither"),
     ],
-    ids=["unknown-op", "short-put", "long-delete", "int-key", "not-a-list", "empty", "str-tag"],
+    ids=[
+        "unknown-op",
+        "short-put",
+        "long-delete",
+        "int-key",
+        "not-a-list",
+        "empty",
+        "str-tag",
+        "bool-tag",
+        "second-op",
+    ],
 )
 async def test_malformed_op_from_a_master_ends_the_attach_with_a_stop_reason(
     nodes: Nodes, clock: MockClock, nursery: trio.Nursery, entry: list[Any], expected: str
