@@ -105,7 +105,8 @@ Appended by `make bench` (`.venv/bin/python -m bench`); newest run last. A `--qu
     repetition, alternately without and with the dashboard shown (the cluster as a cell's
     value, refreshing while the writer commits; the widget messages it publishes on
     iopub are counted and must be there, and none without it): the goal is the median of
-    the per-pair ratios, >= 0.9. Cell time = execute request to reply as the client sees
+    the per-pair ratios, >= 0.9 (side value `timeline_tab`: the same with the dashboard's
+    live timeline tab on show). Cell time = execute request to reply as the client sees
     it (its outputs are read after, untimed), for 200
     trivial cells (`1`), p99, while a background writer (`hj.start_soon`) commits at full
     speed with the dashboard shown; beside it the same on an idle kernel.
