@@ -102,14 +102,16 @@ Appended by `make bench` (`.venv/bin/python -m bench`); newest run last. A `--qu
     beta and gamma replicas, sync commits, ack policy ALL, all in the kernel's trio guest
     run). Commit rate = one writer (`await hj.run(writer, seconds)`, `async with
     alpha.transaction()` in a loop) for `duration` seconds, in a fresh kernel per
-    repetition, alternately without and with the dashboard shown (the cluster as a cell's
-    value, refreshing while the writer commits; the widget messages it publishes on
-    iopub are counted and must be there, and none without it): the goal is the median of
-    the per-pair ratios, >= 0.9 (side value `timeline_tab`: the same with the dashboard's
-    live timeline tab on show). Cell time = execute request to reply as the client sees
-    it (its outputs are read after, untimed), for 200
-    trivial cells (`1`), p99, while a background writer (`hj.start_soon`) commits at full
-    speed with the dashboard shown; beside it the same on an idle kernel.
+    repetition: without the dashboard, then with it shown (the cluster as a cell's value,
+    refreshing while the writer commits; the widget messages it publishes on iopub are
+    counted and must be there, and none without it), then with its live timeline tab on
+    show (side value `timeline_tab`), then without again once it is closed. The rate
+    without is the mean of the runs before and after (a warming kernel or a change of
+    load favours neither side); the goal is the median of the per-pair ratios, >= 0.9.
+    Cell time = execute request to execute reply as the client sees it (its outputs are
+    read after, untimed), for 200 trivial cells (`1`), p99, while a background writer
+    (`hj.start_soon`) commits at full speed with the dashboard shown; beside it the same
+    on an idle kernel.
 * **Repetitions and noise.** The benchmark spins ~1 s first; each scenario runs one
   untimed warm-up of its own workload, then n timed repetitions of a few seconds
   (handover: n single handovers, initial sync: n fresh replica processes). Figures are
