@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -29,8 +28,8 @@ from ._timeline_data import (
     timeline_svg,
 )
 
-#: How many of a live log's newest events a live timeline keeps, to redraw from when the
-#: kinds shown change (each redraw otherwise takes in only the events that are new).
+#: How many of a live log's newest events a live timeline redraws from when the kinds shown
+#: change (each redraw otherwise takes in only the events that are new).
 LIVE_EVENTS = 20_000
 
 
@@ -75,7 +74,9 @@ class Timeline(anywidget.AnyWidget):
         self.window = window
         self.title = title
         self._source = events if live and isinstance(events, hakit.EventLog) else None
-        self._events: deque[hakit.Event] = deque(maxlen=LIVE_EVENTS if live else None)
+        # A standalone timeline keeps its events (to redraw when the kinds change); a live one
+        # reads them again from the log, which keeps them anyway.
+        self._events: list[hakit.Event] = []
         self._builder = TimelineBuilder(hidden=self.hidden, window=window)
         self._cursor = 0
         self._drawn_at = -math.inf
@@ -113,7 +114,6 @@ class Timeline(anywidget.AnyWidget):
             self._drawn_at = clock
         if self._source is not None:
             new, self._cursor = self._source.read(self._cursor)
-            self._events.extend(new)
             self._builder.feed(new)
             self._dropped = self._source.dropped
             if not new and not force:
@@ -134,8 +134,14 @@ class Timeline(anywidget.AnyWidget):
         self._builder = TimelineBuilder(
             hidden=self.hidden, window=self.window, t0=old.t0, lanes=old.lanes
         )
-        self._builder.feed(self._events)
+        self._builder.feed(self._events if self._source is None else self._kept())
         self.refresh(force=True)
+
+    def _kept(self) -> list[hakit.Event]:
+        """The newest `LIVE_EVENTS` events of a live log that this timeline has taken in."""
+        assert self._source is not None
+        events, end = self._source.read(max(self._cursor - LIVE_EVENTS, 0))
+        return events[: len(events) - (end - self._cursor)]
 
     def state_at(self, row: int = -1) -> dict[str, dict[str, Any]]:
         """Every node's role, generation and txid at `row` (-1: the latest), as scrubbed."""

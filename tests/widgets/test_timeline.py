@@ -201,6 +201,11 @@ async def test_a_live_timeline_follows_the_cluster(
         assert timeline.state_at(ack["sent"])["r"]["txid"] == 2
         # Read a piece at a time, it draws what a full rebuild of the log draws.
         assert timeline.data == timeline_data(cluster.events)
+        await commit(cluster["m"], more=2)
+        await trio.sleep(1.5)  # a keep-alive or so (virtual time)
+        timeline.show_kinds(hidden=())  # redrawn from the log, and what came since
+        assert timeline.data == timeline_data(cluster.events, hidden=())
+        assert any(m["kind"] == "KEEPALIVE" for m in timeline.data["messages"])
 
 
 def test_exports_are_standalone(handshake_log: hakit.EventLog, tmp_path: Path) -> None:
