@@ -108,3 +108,65 @@ def test_force_master_by_click_in_jupyterlab(lab: Lab, capsys: pytest.CaptureFix
             browser.close()
     for session in lab.api("GET", "/api/sessions") or []:
         lab.api("DELETE", f"/api/sessions/{session['id']}")  # type: ignore[index]
+
+
+PROCESS_CELLS = [
+    "import hakit.jupyter as hj",
+    "cluster = hj.open_cluster(seed=7)\n"
+    "cluster.add_node('alpha')\n"
+    "cluster.make_master('alpha')\n"
+    "beta = await cluster.spawn_node('beta', master='alpha')\n"
+    "cluster",
+]
+
+
+def test_a_node_process_in_the_dashboard_by_click(
+    lab: Lab, capsys: pytest.CaptureFixture[str]
+) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(source) for source in PROCESS_CELLS]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
+    nbformat.write(nb, lab.root / "processes.ipynb")
+    with playwright_sync.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(PAGE_TIMEOUT_MS)
+            # A workspace of its own: the other test's notebook tab is not restored beside it.
+            page.goto(f"{lab.url}/lab/workspaces/processes/tree/processes.ipynb?token={lab.token}")
+            page.wait_for_selector(".jp-Notebook .jp-Cell")
+            page.locator(".jp-StatusBar-TextItem", has_text="| Idle").first.wait_for()
+            run_all(page, len(PROCESS_CELLS))
+            dashboard = page.locator(".hakit-dashboard")
+            dashboard.wait_for()
+            beta = page.locator(".hakit-live-table tr", has_text="beta")
+            beta.locator(".hakit-conn-streaming").wait_for()  # a process replica of alpha
+            badge = beta.locator(".hakit-proc")
+            badge.wait_for()
+            assert badge.inner_text().startswith("pid ")
+            page.locator(".hakit-topology svg .hakit-process").wait_for()  # dashed, in the drawing
+            dashboard.scroll_into_view_if_needed()
+            dashboard.screenshot(path=str(SHOTS / "dashboard-process.png"))
+
+            # Pause and resume (SIGSTOP / SIGCONT), then kill -9, by clicks.
+            page.select_option(".hakit-process-pick select", "beta")
+            page.locator("button.hakit-btn-pause, .hakit-btn-pause button").first.click()
+            beta.locator(".hakit-proc-off", has_text="paused").wait_for()
+            page.locator("button.hakit-btn-resume, .hakit-btn-resume button").first.click()
+            beta.locator(".hakit-proc-off").wait_for(state="detached")
+            page.locator("button.hakit-btn-kill, .hakit-btn-kill button").first.click()
+            beta.locator(".hakit-proc-off", has_text="killed (SIGKILL)").wait_for()
+            beta.locator(".hakit-role-cell-down").wait_for()
+            page.locator(".hakit-topology svg .hakit-process-off").wait_for()
+            page.locator(".hakit-tabs .lm-TabBar-tab", has_text="Stop log").click()
+            page.locator(".hakit-log-row", has_text="SIGKILL").first.wait_for()
+            dashboard.scroll_into_view_if_needed()
+            dashboard.screenshot(path=str(SHOTS / "dashboard-process-killed.png"))
+        except BaseException:
+            page.screenshot(path=str(SHOTS / "failure-process.png"))
+            raise
+        finally:
+            browser.close()
+    for session in lab.api("GET", "/api/sessions") or []:
+        lab.api("DELETE", f"/api/sessions/{session['id']}")  # type: ignore[index]
