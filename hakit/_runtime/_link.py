@@ -144,8 +144,13 @@ class ReplicaLink:
         self._flush_entries_into_frames()
         if not self._frames:
             return
-        frames, self._frames = self._frames, []
+        # The lists are emptied, not replaced: a fresh pair per link per commit would live
+        # for a whole commit round on every link, long enough to be promoted by the
+        # garbage collector and swept only by a full collection.
+        frames = self._frames
         data = b"".join(frames)
+        count = len(frames)
+        frames.clear()
         self.machine.sent(trio.current_time(), self._last_txid)
         self.load_sent = True
         try:
@@ -154,7 +159,7 @@ class ReplicaLink:
             self.abort(StopReason.CONNECTION_ABORTED, f"link to {self.name} lost: {exc!r}")
             return
         self.bytes_sent += len(data)
-        self.frames_sent += len(frames)
+        self.frames_sent += count
 
     @property
     def lag_bytes(self) -> int:
@@ -241,7 +246,7 @@ class ReplicaLink:
                 entries[0], entries[-1], len(entries), generation, self.max_frame_size, frames
             )  # fmt: skip
             self._frames.extend(frames)
-        self._entries = []
+        entries.clear()
         self._entries_bytes = 0
 
     # -- tasks -----------------------------------------------------------------------------

@@ -675,6 +675,11 @@ class MasterSide:
 
         Waiting commits are in txid order, so their deadlines are too (for a given
         synch_timeout): sleeping until the oldest one's deadline is enough.
+
+        A replica is judged on what reached this node in time, not on what this node found
+        the time to read: at a deadline, acknowledgements already delivered (waiting in a
+        link's buffer, or their reader ready to run, behind hundreds of other links or a
+        garbage-collector pause) are heard first, then whoever is still missing is detached.
         """
         while True:
             while not self._pending:
@@ -683,6 +688,7 @@ class MasterSide:
             oldest = self._pending[0]
             await trio.sleep_until(oldest.deadline)
             now = self._node._now()
+            await self._hear_delivered_acks(now)
             for pending in list(self._pending):
                 if pending.deadline > now:
                     break
@@ -704,6 +710,27 @@ class MasterSide:
                 pending.done.set()
             while self._pending and self._pending[0].done.is_set():
                 self._pending.popleft()
+
+    async def _hear_delivered_acks(self, now: float) -> None:
+        """Let the link receivers run until they stop bringing acks for commits due by `now`.
+
+        Each checkpoint lets every task that is ready run once (a reader with bytes in its
+        buffer, a replica with a frame to apply); two in a row that bring no acknowledgement
+        mean that what is still missing has not arrived. It ends: each round that does bring
+        one shrinks a finite set.
+        """
+
+        def missing() -> int:
+            return sum(
+                len(p.required) for p in self._pending if p.deadline <= now and not p.done.is_set()
+            )
+
+        left, quiet = missing(), 0
+        while left and quiet < 2:
+            await trio.lowlevel.checkpoint()
+            still = missing()
+            quiet = quiet + 1 if still >= left else 0
+            left = still
 
     def fail_all_pending(self, error: Exception) -> None:
         for pending in self._pending:

@@ -260,3 +260,29 @@ async def test_an_attach_cancelled_from_outside_raises_cancelled_itself(
         assert caught == ["Cancelled"]
         await wait_until(lambda: not master.replicas)
         nursery.cancel_scope.cancel()
+
+
+async def test_an_ack_delivered_by_the_deadline_is_heard_before_judging(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # r1's ack reaches the master at the very instant synch_timeout expires: the watchdog
+    # and r1's link reader wake together. The master hears what was delivered before it
+    # judges, so r1 is not detached for the master's own scheduling; r2, whose ack arrives
+    # a quarter second later, is.
+    async with hakit.open_cluster() as cluster, trio.open_nursery() as nursery:
+        master = await cluster.add_node("m")
+        master.set_master_params(MasterParams(synch_timeout=1.0))
+        r1, r2 = await cluster.add_node("r1"), await cluster.add_node("r2")
+        for replica in (r1, r2):
+            run_attach(nursery, replica, "mem:m", ReplicaParams(wait_data_timeout=60))
+            await master.attach_replica(timeout=5)
+        cluster.network.set_latency("m", "r1", 0.5, 0.0)  # there and back: exactly 1 s
+        cluster.network.set_latency("m", "r2", 0.625, 0.0)  # 1.25 s: too late
+        await trio.sleep_until(8.0)  # times that add up exactly in binary
+        result = await commit(master, a=1)
+        assert trio.current_time() == 9.0
+        assert result.acked == ("r1",) and result.detached == ("r2",)
+        assert master.replicas == ["r1"]
+        (detached,) = master.events.of_type(hakit.ReplicaDetached)
+        assert detached.replica == "r2" and "synch_timeout" in detached.detail
+        nursery.cancel_scope.cancel()
