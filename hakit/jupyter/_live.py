@@ -672,6 +672,11 @@ class LiveCluster:
                 raise NotebookError("there is no master to take over from: make_master() first")
             master_name = current.name
         master_node = self.cluster.nodes.get(master_name)
+        if master_node is None and master_name in self._processes:
+            raise NotebookError(
+                f"{name}'s master {master_name} is a node process: force master takes over "
+                "from a master of this kernel; for a process, use hakit force-master there"
+            )
         address = master_node.address if master_node is not None else None
         if master_node is None or address is None:
             raise NotebookError(f"the master {master_name} has no address")  # pragma: no cover
@@ -716,13 +721,45 @@ class LiveCluster:
             raise NotebookError("no node is the master: call cluster.make_master(name) first")
         return master
 
+    def _process_writer(self, node: str | None) -> SpawnedNode | None:
+        """The node process a write goes to: named, or the only master when none is in-kernel."""
+        if node is not None:
+            return self._running(node) if node in self._processes else None
+        if self.master is not None:
+            return None
+        masters = [
+            p for p in self._processes.values()
+            if p.running and (p.status or {}).get("role") == "master"
+        ]  # fmt: skip
+        return masters[-1] if masters else None
+
+    def _process_commit(self, spawned: SpawnedNode, op: str, **args: Any) -> Handle[CommitResult]:
+        process = spawned.process
+        assert process is not None
+
+        async def commit() -> CommitResult:
+            done = await process.call(op, **args)  # as `hakit put` / `hakit delete` do
+            generation = int((spawned.status or {}).get("generation", 0))
+            return CommitResult(
+                done["txid"], generation, tuple(done["acked"]), tuple(done["detached"])
+            )
+
+        return self._spawn(f"{op} {args['key']!r} on node process {spawned.name}", commit)
+
     def write(self, key: str | bytes, value: Any, node: str | None = None) -> Handle[CommitResult]:
         """Commit ``key = value`` on `node` (default: the current master).
+
+        `node` may be a node process (`spawn_node`): the write goes through its control
+        service, as ``hakit put`` does; with no in-kernel master, a master process is the
+        default.
 
         Returns:
             A handle resolving to the `CommitResult`.
         """
         self._check_open()
+        spawned = self._process_writer(node)
+        if spawned is not None:
+            return self._process_commit(spawned, "put", key=key, value=value)
         target = self._writer(node)
 
         async def write() -> CommitResult:
@@ -734,8 +771,14 @@ class LiveCluster:
         return self._spawn(f"write {key!r} on {target.name}", write)
 
     def delete(self, key: str | bytes, node: str | None = None) -> Handle[CommitResult]:
-        """Delete `key` on `node` (default: the current master); resolves to the `CommitResult`."""
+        """Delete `key` on `node` (default: the current master); resolves to the `CommitResult`.
+
+        As `write`, `node` may be a node process.
+        """
         self._check_open()
+        spawned = self._process_writer(node)
+        if spawned is not None:
+            return self._process_commit(spawned, "delete", key=key)
         target = self._writer(node)
 
         async def delete() -> CommitResult:

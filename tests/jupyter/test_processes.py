@@ -97,7 +97,10 @@ def test_a_process_replica_of_an_in_kernel_master(aio) -> None:
         with pytest.raises(hj.NotebookError, match="node process beta is running"):
             cluster.spawn_node("beta")
         with pytest.raises(hj.NotebookError, match="is a node process"):
-            cluster.write("k", "v", node="beta")
+            cluster.attach("beta", "alpha")  # it attached when spawned
+        with pytest.raises(hakit.HakitError, match=r"cannot accept writes|is not a master"):
+            await cluster.write("k", "v", node="beta")  # through its control service: refused
+            # (a replica, or re-attaching after the pause: not a master either way)
 
     aio(main, clock=False)
 
@@ -112,10 +115,16 @@ def test_an_in_kernel_replica_of_a_process_master_killed_and_cleaned_up(aio) -> 
         done = await call(pm, "put", key="x", value=1)
         assert done["acked"] == ["gamma"]
         assert cluster["gamma"].get("x") == 1
-        await cluster.wait_until(lambda: row(cluster, "pm").txid == 1, 10)
+        await cluster.wait_until(lambda: row(cluster, "pm").txid == 1, 10)  # its polled status
         gamma_row = row(cluster, "gamma")
         assert (gamma_row.master, gamma_row.connection, gamma_row.lag) == ("pm", "streaming", 0)
         assert row(cluster, "pm").role == "master"
+        # With no master in the kernel, the write twin (and the dashboard's Write) goes to it.
+        result = await cluster.write("y", 2)
+        assert (result.txid, result.generation, result.acked) == (2, 1, ("gamma",))
+        assert cluster["gamma"].get("y") == 2
+        with pytest.raises(hj.NotebookError, match="is a node process"):
+            cluster.force_master("gamma")
         # the process master became master: its own journal says so in the stop log
         await cluster.wait_until(
             lambda: ("pm", "became master") in [(e.node, e.kind) for e in cluster.log], 10
