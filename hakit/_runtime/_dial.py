@@ -19,8 +19,11 @@ from ._security import NO_SECURITY, AuthenticationFailed, Security, open_secure
 
 #: A failed connect (nothing listens, no route, a partition): nobody there (yet).
 _UNREACHABLE = (OSError,)
-#: The connection was lost, or the peer sent garbage, after it was made.
-_IO_ERRORS = (OSError, EOFError, trio.BrokenResourceError, RemoteProtocolError)
+#: The connection was lost, or the peer sent garbage, after it was made; or our own end was
+#: closed under us (a crash of this node closes its streams: `attach_master` then tells it).
+_IO_ERRORS = (
+    OSError, EOFError, trio.BrokenResourceError, trio.ClosedResourceError, RemoteProtocolError
+)  # fmt: skip
 
 
 async def dial(

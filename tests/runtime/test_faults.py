@@ -234,6 +234,63 @@ async def test_a_sqlite_master_comes_back_with_what_it_had(
     assert not again.done.is_set()
 
 
+async def test_a_replica_crashing_in_its_handshake_raises_node_closed(
+    cluster: hakit.Cluster, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    master = await cluster.add_node("m")
+    master.set_master_params(MasterParams())
+    replica = await cluster.add_node("r")
+    cluster.network.hold("m", "r")  # the Hello (and any answer) waits in flight
+    run = run_attach(nursery, replica, "mem:m")
+    await trio.sleep(0.5)
+    assert not run.done.is_set()
+    await cluster.crash("r")
+    with trio.fail_after(5), pytest.raises(hakit.NodeClosedError, match="crashed"):
+        await run.wait()
+    assert master.role is hakit.Role.MASTER
+
+
+async def test_a_stream_closed_under_a_dial_is_a_named_error(
+    cluster: hakit.Cluster, autojump_clock: trio.testing.MockClock
+) -> None:
+    # torture seed 130329: a crash closed the replica's stream while its dial waited for the
+    # master's answer; the woken read saw its end closed (before the crash's cancellation),
+    # and attach_master raised a raw trio.ClosedResourceError instead of NodeClosedError.
+    from hakit._runtime._dial import dial
+    from hakit.transports import open_listener
+
+    # A listener that accepts and never answers: the dial waits for an answer.
+    listener, _ = await open_listener("mem:silent", network=cluster.network)
+    accepted: list[object] = []
+    failure: list[BaseException] = []
+
+    async def silent() -> None:
+        accepted.append(await listener.accept())
+        await trio.sleep_forever()
+
+    async def dialing() -> None:
+        try:
+            await dial(
+                "mem:silent", b"\x91\x00", timeout=30, peer="the master at mem:silent",
+                stop_reason=StopReason.CONNECTION_ABORTED, network=cluster.network, source="r",
+            )  # fmt: skip
+        except BaseException as exc:
+            failure.append(exc)
+
+    async with trio.open_nursery() as inner:
+        inner.start_soon(silent)
+        inner.start_soon(dialing)
+        await wait_until(lambda: bool(accepted))
+        await trio.sleep(0.5)
+        cluster.network.crash("r")  # the network part of a crash only: no cancellation
+        await wait_until(lambda: bool(failure))
+        inner.cancel_scope.cancel()
+    (exc,) = failure
+    assert isinstance(exc, hakit.HAIOError), repr(exc)
+    assert exc.stop_reason is StopReason.CONNECTION_ABORTED
+    assert "closed" in str(exc)
+
+
 async def test_crashing_a_replica_detaches_it_and_its_attach_raises(
     cluster: hakit.Cluster,
     nursery: trio.Nursery,

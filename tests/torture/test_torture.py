@@ -49,12 +49,13 @@ def test_known_failing_seed(seed: int) -> None:
     assert outcome.ok, outcome.violations
 
 
-@pytest.mark.parametrize("seed", [1934, 102178])
-def test_a_node_promoted_beside_the_master_rejoins(seed: int) -> None:
-    # Finding F5 (outside the sweep): a node promoted by hand beside the master reached a
-    # newer generation. 1934: on a branch of its own, refused by the master until its
-    # operator gave the branch up with FORCE_SYNC. 102178: from the master's own history, so
-    # the master rightly stepped down when it came back, and the operator promotes again.
+@pytest.mark.parametrize("seed", [1934, 102178, 130329])
+def test_past_findings_outside_the_sweep_stay_fixed(seed: int) -> None:
+    # F5: a node promoted by hand beside the master reached a newer generation. 1934: on a
+    # branch of its own, refused by the master until its operator gave the branch up with
+    # FORCE_SYNC. 102178: from the master's own history, so the master rightly stepped down
+    # when it came back, and the operator promotes again.
+    # 130329: a crash during the replica's handshake surfaced a raw trio.ClosedResourceError.
     outcome = run(*generate(seed, sqlite_every=20))
     assert outcome.ok, outcome.violations
 
