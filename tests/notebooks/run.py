@@ -93,8 +93,8 @@ EXPECTED: dict[str, dict[str, Any]] = {
             "delta has it": "static",
         },
         "failed-load": {
-            "stop reason": "CONNECTION_ABORTED",
-            "heard": ["CONNECTED", "DB_LOAD_BEGIN", "REPLICA_STOPPED", "DB_LOAD_FAILED"],
+            "stop reason": "CANCELLED",
+            "heard": ["CONNECTED", "DB_LOAD_BEGIN", "DB_LOAD_FAILED", "REPLICA_STOPPED"],
             "gamma txid": 0,
             "gamma keys": 0,
         },
