@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import signal
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -46,11 +48,13 @@ def test_run_starts_once_and_trio_runs_between_awaits(aio) -> None:
     aio(main)
 
 
-def test_a_busy_run_gives_the_host_loop_a_turn_after_every_batch(aio) -> None:
+def test_a_busy_run_gives_the_host_loop_a_turn_after_every_batch(aio, monkeypatch) -> None:
     # trio's guest mode runs one batch of tasks per host callback: a run whose tasks never
     # block still lets the kernel's asyncio code (a cell, the kernel's message handling) in
     # between two batches, so the host is never starved however busy the cluster. Cells
     # that drive the run for a moment (adding nodes) must not leave it more than that.
+    monkeypatch.setattr(_guest, "HOST_SLICE", math.inf)  # no idle moments (the next test)
+
     async def main() -> None:
         cluster = hj.open_cluster()
         for name in ("a", "b", "c"):
@@ -70,6 +74,50 @@ def test_a_busy_run_gives_the_host_loop_a_turn_after_every_batch(aio) -> None:
         for _ in range(100):
             await asyncio.sleep(0)  # one turn of the host loop each
         assert 99 <= batches - before <= 101
+        h.cancel()
+
+    aio(main)
+
+
+def test_a_busy_run_leaves_the_host_loop_idle_moments(aio, monkeypatch) -> None:
+    # A run that never blocks would keep the kernel's main thread (and the GIL) busy
+    # nonstop, and the kernel's other threads would wait at every step of a message's way:
+    # after each HOST_SLICE of nonstop batches the next one waits HOST_IDLE on the loop.
+    now = [0.0]
+
+    def fake_time() -> float:
+        now[0] += 0.001  # each scheduling of a batch takes a millisecond
+        return now[0]
+
+    monkeypatch.setattr(_guest, "_host_time", fake_time)
+
+    async def main() -> None:
+        spins = 0
+
+        async def spin() -> None:
+            nonlocal spins
+            while True:
+                spins += 1
+                await trio.lowlevel.checkpoint()
+
+        loop = asyncio.get_running_loop()
+        delays: list[float] = []
+        real_call_later = loop.call_later
+
+        def call_later(delay: float, callback: Any, *args: Any) -> asyncio.TimerHandle:
+            delays.append(delay)
+            return real_call_later(delay, callback, *args)
+
+        monkeypatch.setattr(loop, "call_later", call_later)
+        h = hj.start_soon(spin)
+        before = spins
+        while spins - before < 60:
+            await asyncio.sleep(0)
+        idle = [d for d in delays if d == _guest.HOST_IDLE]
+        # 1 ms per batch: a slice holds HOST_SLICE / 1 ms batches, then one waits.
+        slices = (spins - before) // (round(_guest.HOST_SLICE / 0.001) + 1)
+        assert slices >= 3
+        assert slices - 1 <= len(idle) <= slices + 1, delays
         h.cancel()
 
     aio(main)
