@@ -59,11 +59,7 @@ async def sync_commits(duration: float, nodes: int = 100) -> Figure:
         params = hakit.MasterParams(max_replicas=nodes)
         master, _ = await _cluster_with_replicas(cluster, nursery, nodes - 1, params)
         start = time.perf_counter()
-        count = 0
-        while time.perf_counter() - start < duration:
-            async with master.transaction() as tx:
-                tx.put(f"k{count}", count)
-            count += 1
+        count = await _commit_for(master, duration)
         elapsed = time.perf_counter() - start
         fig.add(count / elapsed)
         fig.extra.update(nodes=nodes, commits=count, detached=_detached(cluster),
@@ -71,6 +67,17 @@ async def sync_commits(duration: float, nodes: int = 100) -> Figure:
         log(f"scale: {nodes} nodes, {count} sync commits in {elapsed:.2f} s")
         nursery.cancel_scope.cancel()
     return fig
+
+
+async def _commit_for(master: Any, duration: float) -> int:
+    """Commit one put after another on `master` for `duration` seconds; return how many."""
+    start = time.perf_counter()
+    count = 0
+    while time.perf_counter() - start < duration:
+        async with master.transaction() as tx:
+            tx.put(f"k{count}", count)
+        count += 1
+    return count
 
 
 async def async_commits(duration: float, nodes: int = 100) -> Figure:
@@ -82,11 +89,7 @@ async def async_commits(duration: float, nodes: int = 100) -> Figure:
         params = hakit.MasterParams(mode=hakit.MasterMode.ASYNC, max_replicas=nodes)
         master, replicas = await _cluster_with_replicas(cluster, nursery, nodes - 1, params)
         start = time.perf_counter()
-        count = 0
-        while time.perf_counter() - start < duration:
-            async with master.transaction() as tx:
-                tx.put(f"k{count}", count)
-            count += 1
+        count = await _commit_for(master, duration)
         target = master.txid
         while min(r.txid for r in replicas) < target:
             await trio.sleep(0.001)
