@@ -1,14 +1,14 @@
-"""The master's side of one attached replica: an out-buffer, a sender and a receiver task.
+"""The master's side of one attached replica: a position in the outbox, a sender and a receiver.
 
-Speed comes from the shape: a commit appends an already-packed entry to every link's buffer
-and wakes the link's sender, which frames everything buffered into one `Txns` message and
-sends it with one `send_all`. Acknowledgements are cumulative, so one ack confirms a whole
-batch. No commit ever awaits a per-link round trip of its own.
+Speed comes from the shape: a commit appends its already-packed entry once to the master's
+`Outbox`; each link only keeps the txid it will send next. When a link sends, everything from
+there on leaves as `Txns` frames (built once for every link at the same position) in one
+`send_all`. Acknowledgements are cumulative, so one ack confirms a whole batch. No commit ever
+awaits a per-link round trip of its own.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -71,13 +71,20 @@ class ReplicaLink:
         #: Frames are cut to fit this (the replica's limit, assumed equal to the master's).
         self.max_frame_size = DEFAULT_MAX_FRAME_SIZE
         self.static_load = False
-        self._entries: list[bytes] = []
-        self._entries_bytes = 0
+        # The outbox position: transactions from `_next` on are still to be framed for this
+        # link. Lag counts from `_base`, the txid the replica held (or was loaded to) when
+        # it attached, or the last one it acknowledged since, whichever is later.
+        self._next = master.outbox.last + 1
+        self._base = self._next - 1
+        self._acked_txid = machine.acked
+        # False once the link is closing: what it was due is in `_frames` by then.
+        self._reads_outbox = True
+        # Closing after a flush: the outbox offsets of txids `_lag_from` on that it was due.
+        self._lag_from = 0
+        self._lag_ends: list[int] = []
         self._last_txid = machine.acked
         self._frames: list[bytes] = []
-        self._pushed_bytes = 0
-        self._acked_bytes = 0
-        self._unacked: deque[tuple[int, int]] = deque()  # (txid, pushed bytes up to it)
+        self._waiting_commit = False  # its (non-direct) sender is woken by the next commit
         self._ack_event: trio.Event | None = None
         self._wake = trio.Event()
         self.closed = trio.Event()
@@ -95,7 +102,6 @@ class ReplicaLink:
         # sends to every such link in one run: a scheduler trip per commit for the whole
         # cluster instead of one per replica. Control frames still wake this link's sender.
         self._direct = False
-        self._dirty = False  # queued on the master's flusher
         #: How long a graceful close may wait for a peer that does not read.
         self.flush_timeout = 5.0
 
@@ -103,7 +109,10 @@ class ReplicaLink:
     @property
     def unsent_bytes(self) -> int:
         """Bytes queued but not yet handed to the transport."""
-        return self._entries_bytes + sum(map(len, self._frames))
+        queued = sum(map(len, self._frames))
+        if self._reads_outbox:
+            queued += self.master.outbox.bytes_after(self._next - 1)
+        return queued
 
     @property
     def load_progress(self) -> float | None:
@@ -117,19 +126,18 @@ class ReplicaLink:
         """Whether the replica finished its initial sync and acknowledges commits."""
         return self.machine.state is not LinkState.SYNCING
 
-    def push_entry(self, txid: int, packed: bytes) -> None:
-        """Queue one committed transaction."""
-        self._entries.append(packed)
-        self._entries_bytes += len(packed)
-        self._last_txid = txid
-        self._pushed_bytes += len(packed)
-        self._unacked.append((txid, self._pushed_bytes))
-        if self._direct:
-            if not self._dirty:
-                self._dirty = True
-                self.master.link_dirty(self)
-        else:
-            self._wake.set()
+    def start_at(self, txid: int) -> None:
+        """Send transactions from `txid` on (before `run`; the outbox holds them)."""
+        self._next = txid
+        self._base = txid - 1
+
+    @property
+    def needed_from(self) -> int:
+        """The oldest txid of the outbox this link still needs (to send, or for its lag)."""
+        return max(self._acked_txid, self._base) + 1
+
+    def _has_queued(self) -> bool:
+        return bool(self._frames) or (self._reads_outbox and self._next <= self.master.outbox.last)
 
     def flush_direct(self) -> None:
         """Send what is queued now, from the master's flusher (see `MasterSide.flusher`).
@@ -137,20 +145,25 @@ class ReplicaLink:
         Only for a link in direct mode: its stream never blocks a send and its sender task
         is idle in its loop, so this cannot interleave with a send of its own.
         """
-        self._dirty = False
         if not self._direct:
-            self._wake.set()
             return
-        self._flush_entries_into_frames()
-        if not self._frames:
+        outbox = self.master.outbox
+        if self._frames:
+            self._flush_entries_into_frames()
+            frames = self._frames
+            data = b"".join(frames)
+            count = len(frames)
+            # Emptied, not replaced: a fresh list per link per commit round would live for
+            # a whole round, long enough to be promoted by the garbage collector.
+            frames.clear()
+        elif self._next <= outbox.last:
+            # Only outbox transactions: the joined frames are the same bytes for every link.
+            shared, data = outbox.frames(self._next, self.machine.generation, self._limit())
+            count = len(shared)
+            self._last_txid = outbox.last
+            self._next = self._last_txid + 1
+        else:
             return
-        # The lists are emptied, not replaced: a fresh pair per link per commit would live
-        # for a whole commit round on every link, long enough to be promoted by the
-        # garbage collector and swept only by a full collection.
-        frames = self._frames
-        data = b"".join(frames)
-        count = len(frames)
-        frames.clear()
         self.machine.sent(trio.current_time(), self._last_txid)
         self.load_sent = True
         try:
@@ -168,13 +181,19 @@ class ReplicaLink:
         This is the replica's real lag whatever the transport buffers, so it is what
         `MasterParams.async_buffer_bytes` bounds.
         """
-        return self._pushed_bytes - self._acked_bytes
+        if self._reads_outbox:
+            return self.master.outbox.bytes_after(self.needed_from - 1)
+        ends = self._lag_ends
+        if not ends:  # aborted: nothing more will be sent or acknowledged
+            return 0
+        # Closing after a flush: what it is due ended at the commits made before it began
+        # to close, whose offsets it took along from the outbox.
+        return ends[-1] - ends[min(self.needed_from - 1 - self._lag_from, len(ends) - 1)]
 
     def acked(self, txid: int) -> None:
         """Record a cumulative acknowledgement up to `txid`."""
-        unacked = self._unacked
-        while unacked and unacked[0][0] <= txid:
-            self._acked_bytes = unacked.popleft()[1]
+        if txid > self._acked_txid:
+            self._acked_txid = txid
         # Made only when someone waits: an Event per ack would live a whole commit round on
         # each of hundreds of links, long enough to be promoted and collected in bulk.
         if self._ack_event is not None:
@@ -197,6 +216,12 @@ class ReplicaLink:
     def close_after_flush(self, reason: StopReason, detail: str) -> None:
         """Send what is queued, then close the link."""
         self._direct = False  # the sender flushes the rest and closes
+        # What it is due is what was committed until now: later commits are not for it.
+        self._flush_entries_into_frames()
+        if self._reads_outbox:
+            self._reads_outbox = False
+            self._lag_from = self.needed_from - 1
+            self._lag_ends = self.master.outbox.ends(self._lag_from)
         self._set_closed(reason, detail)
         self.master.drop_link(self)
         self._close_after_flush = True
@@ -206,48 +231,24 @@ class ReplicaLink:
     def abort(self, reason: StopReason, detail: str) -> None:
         """Close the link at once, dropping whatever is queued."""
         self._direct = False
+        self._reads_outbox = False
+        self._lag_ends = []
         self._set_closed(reason, detail)
         self.master.drop_link(self)
         self._scope.cancel()
 
+    def _limit(self) -> int:
+        return max_transaction_bytes(self.max_frame_size)
+
     def _flush_entries_into_frames(self) -> None:
-        entries = self._entries
-        if not entries:
+        """Frame the outbox's transactions due to this link into `_frames`, in order."""
+        outbox = self.master.outbox
+        if not self._reads_outbox or self._next > outbox.last:
             return
-        generation = self.machine.generation
-        # Every link of a master is usually sent the same transactions: the frames made for
-        # the last link are reused while they are for the same entries (the same objects,
-        # pushed by the same commits) of the same generation and frame size.
-        memo = self.master.txns_memo
-        if (
-            memo is not None
-            and memo[0] is entries[0]
-            and memo[1] is entries[-1]
-            and memo[2] == len(entries)
-            and memo[3] == generation
-            and memo[4] == self.max_frame_size
-        ):
-            self._frames.extend(memo[5])
-        else:
-            # As many transactions per frame as fit: a replica far behind (incremental
-            # resync, an asynchronous master) gets its backlog in frames it can receive.
-            limit = max_transaction_bytes(self.max_frame_size)
-            frames: list[bytes] = []
-            group: list[bytes] = []
-            size = 0
-            for entry in entries:
-                if group and size + len(entry) > limit:
-                    frames.append(m.encode_txns(generation, group))
-                    group, size = [], 0
-                group.append(entry)
-                size += len(entry)
-            frames.append(m.encode_txns(generation, group))
-            self.master.txns_memo = (
-                entries[0], entries[-1], len(entries), generation, self.max_frame_size, frames
-            )  # fmt: skip
-            self._frames.extend(frames)
-        entries.clear()
-        self._entries_bytes = 0
+        frames, _data = outbox.frames(self._next, self.machine.generation, self._limit())
+        self._frames.extend(frames)
+        self._last_txid = outbox.last
+        self._next = outbox.last + 1
 
     # -- tasks -----------------------------------------------------------------------------
     async def run(self) -> None:
@@ -290,15 +291,20 @@ class ReplicaLink:
     async def _sender(self) -> None:
         if self.first_frame:
             # Set before sending, like everything the replica's answer may depend on.
-            self.load_sent = self.snapshot is None and not self._entries and not self._frames
+            self.load_sent = self.snapshot is None and not self._has_queued()
             await self.stream.send(self.first_frame)
         if self.snapshot is not None:
             await self._send_snapshot(self.snapshot)
         if self.stream.can_send_nowait:
             self._direct = True
         while True:
-            await self._wake.wait()
-            self._wake = trio.Event()
+            if not self._has_queued():
+                if not self._direct and self._reads_outbox and not self._waiting_commit:
+                    # Woken by the next commit (a link in direct mode is the flusher's).
+                    self._waiting_commit = True
+                    self.master.wake_on_commit(self)
+                await self._wake.wait()
+                self._wake = trio.Event()
             self._flush_entries_into_frames()
             if self._frames:
                 frames, self._frames = self._frames, []
@@ -312,7 +318,7 @@ class ReplicaLink:
                     await self.stream.send(data)
                 self.bytes_sent += len(data)
                 self.frames_sent += len(frames)
-            if self._close_after_flush and not self._entries and not self._frames:
+            if self._close_after_flush and not self._frames:
                 return
 
     def _start_flush_deadline(self) -> None:
@@ -337,7 +343,7 @@ class ReplicaLink:
         # Entries queued meanwhile follow on from the snapshot, so they are all > its txid.
         self._last_txid = max(self._last_txid, snapshot.txid)
         self.machine.sent(trio.current_time(), snapshot.txid)
-        self.load_sent = not self._entries and not self._frames
+        self.load_sent = not self._has_queued()
         await self._send_counted(b"".join(batch), pairs)
         snapshot.close()
         self.snapshot = None

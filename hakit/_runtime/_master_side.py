@@ -38,6 +38,7 @@ from ..protocol._codec import pack
 from ..transports import FramedStream
 from ._events import CommitFailed, Connected, ReplicaDetached, ReplicaSynced
 from ._link import ReplicaLink, max_transaction_bytes
+from ._outbox import Outbox
 from ._params import (
     AckPolicy,
     CommitResult,
@@ -55,6 +56,8 @@ if TYPE_CHECKING:
 #: frames leave in large batches instead of one send per transaction.
 _ASYNC_YIELD_BYTES = 256 * 1024
 _ASYNC_YIELD_COUNT = 512
+#: The flusher forgets what no link needs once the outbox holds this many transactions.
+_TRIM_EVERY = 64
 
 
 class _PendingCommit:
@@ -106,13 +109,14 @@ class MasterSide:
         self.master_hint: str | None = None
         self._async_unflushed = 0
         self._async_unyielded = 0
-        # Links in direct mode with transactions queued, and the flusher that sends them.
-        self._dirty: list[ReplicaLink] = []
-        self._dirty_added = trio.Event()
+        #: Every committed transaction an attached link still needs, kept once for all.
+        self.outbox = Outbox()
+        # Set by a commit for the flusher, which sends to every link in direct mode.
+        self._committed = trio.Event()
         self._flusher_started = False
+        # Links (not in direct mode) whose sender waits for the next commit.
+        self._commit_waiters: list[ReplicaLink] = []
         self._watchdog_started = False
-        #: The Txns frames last made for a link, and what for (see ReplicaLink).
-        self.txns_memo: tuple[bytes, bytes, int, int, int, list[bytes]] | None = None
         # statistics
         self.commits = 0
         self.commit_failures = 0
@@ -247,11 +251,16 @@ class MasterSide:
                 link.static_load = True
                 self._static_loads += 1
                 self._unpaused = trio.Event()
-        elif sync is SyncKind.INCREMENTAL:
+        outbox = self.outbox
+        if not self.links:
+            outbox.reset(node.txid + 1)  # nobody needs what it held
+        if sync is SyncKind.INCREMENTAL and hello.txid < outbox.first - 1:
+            # Its backlog comes from the transaction log, into the outbox.
             log = node._log
             first = log[0][0] if log else node.txid + 1
-            for txid, _generation, entry in list(log)[hello.txid + 1 - first :]:
-                link.push_entry(txid, entry if isinstance(entry, bytes) else pack(entry))
+            backlog = list(log)[hello.txid + 1 - first : outbox.first - first]
+            outbox.prepend([e if isinstance(e, bytes) else pack(e) for _t, _g, e in backlog])
+        link.start_at(hello.txid + 1 if sync is SyncKind.INCREMENTAL else node.txid + 1)
         # From here on every commit reaches this link: no await since the snapshot was taken.
         self.links[hello.node] = link
         node._record(Connected(now, node.name, hello.node, hello.address))
@@ -337,27 +346,44 @@ class MasterSide:
         while self._pending and self._pending[0].done.is_set():
             self._pending.popleft()
 
-    def link_dirty(self, link: ReplicaLink) -> None:
-        """`link` (in direct mode) has transactions to send: the flusher will send them."""
-        self._dirty.append(link)
-        if len(self._dirty) == 1:
-            if not self._flusher_started:
-                self._flusher_started = True
-                self._node._spawn().start_soon(self.flusher)
-            self._dirty_added.set()
+    def wake_on_commit(self, link: ReplicaLink) -> None:
+        """The sender of `link` (not in direct mode) waits for the next commit."""
+        self._commit_waiters.append(link)
+
+    def _committed_one(self) -> None:
+        """A transaction entered the outbox: get it sent to every link."""
+        if not self._flusher_started:
+            self._flusher_started = True
+            self._node._spawn().start_soon(self.flusher)
+        self._committed.set()
+        waiters = self._commit_waiters
+        if waiters:
+            for link in waiters:
+                link._waiting_commit = False
+                link._wake.set()
+            waiters.clear()
 
     async def flusher(self) -> None:
-        """Send the transactions queued on every direct-mode link, once per scheduler pass.
+        """Send the transactions committed to every direct-mode link, once per scheduler pass.
 
         Runs after the committing tasks yield, so that what several writers committed meanwhile
-        leaves in one frame per link (group commit), as with the links' own senders.
+        leaves in one frame per link (group commit), as with the links' own senders. Then
+        forgets what no link needs any more.
         """
         while True:
-            await self._dirty_added.wait()
-            self._dirty_added = trio.Event()
-            dirty, self._dirty = self._dirty, []
-            for link in dirty:
+            await self._committed.wait()
+            self._committed = trio.Event()
+            links = list(self.links.values())
+            for link in links:
                 link.flush_direct()
+            self._trim(links)
+
+    def _trim(self, links: list[ReplicaLink]) -> None:
+        outbox = self.outbox
+        # Not every round: one synchronous commit per round would pay a pass over every
+        # link each time, for a few entries.
+        if len(outbox) >= _TRIM_EVERY:
+            outbox.trim(min((link.needed_from for link in links), default=outbox.last + 1))
 
     # -- force master: pause, then step down ---------------------------------------------------
     def _begin_pause(self, link: ReplicaLink) -> None:
@@ -578,8 +604,9 @@ class MasterSide:
         storage.apply([[txid, generation, ops]])
         node._log.append((txid, generation, packed))
         self.commits += 1
-        for link in links.values():
-            link.push_entry(txid, packed)
+        if links:
+            self.outbox.append(txid, packed)
+            self._committed_one()
         history = self._own_history or ""
         if params is not None and links:
             if MasterMode.ASYNC in params.mode or params.ack_policy is AckPolicy.NONE:
