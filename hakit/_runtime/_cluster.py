@@ -81,6 +81,29 @@ class _Tracer:
             for watcher in list(self.watchers):
                 watcher(event)
 
+    def passed(
+        self, time: float, route: Route, marks: tuple[tuple[int, bytes | None], ...]
+    ) -> None:
+        """Frames sent and delivered at once (`time`): a "sent" and a "delivered" each."""
+        sender, receiver, link, outbound = route.sender, route.receiver, route.link, route.outbound
+        append = self.log.append_passed
+        for seq, frame in marks:
+            assert frame is not None
+            if frame is self._last_frame:  # the same commit's frame, to the next replica
+                kind = self._last_kind
+            else:
+                kind = frame_kind(frame)
+                self._last_frame, self._last_kind = frame, kind
+            size = len(frame) + 4
+            delivered = (time, receiver or "?", "delivered", sender, receiver, link, outbound,
+                         seq, kind, size, time, None, 0, "", frame)  # fmt: skip
+            append((time, sender or "?", "sent", sender, receiver, link, outbound,
+                    seq, kind, size, time, time, 0, "", frame), delivered)  # fmt: skip
+            if self.watchers:
+                event = MessageEvent(*delivered)
+                for watcher in list(self.watchers):
+                    watcher(event)
+
     def fault(self, time: float, action: str, detail: str) -> None:
         self.log.append(NetworkChanged(time, "network", action, detail))
 

@@ -481,6 +481,37 @@ class EventLog:
                 self._in_order = False
         pending.append(record)
 
+    def append_passed(self, sent: MessageRecord, delivered: MessageRecord) -> None:
+        """Record a frame sent and delivered in the same instant (two records, in order).
+
+        The tracer's hottest path: most frames of a healthy simulated link do just that.
+        """
+        if self._forward is not None or not self._canonical:
+            self.append(MessageEvent(*sent))
+            self.append(MessageEvent(*delivered))
+            return
+        time = sent[0]
+        pending = self._pending
+        if time > self._pending_time:
+            if pending:
+                ring = self._ring
+                if self._in_order and self.sink is None and ring.maxlen is not None:
+                    # What _flush does with an instant already in order, without a new list.
+                    over = len(ring) + len(pending) - ring.maxlen
+                    if over > 0:
+                        self.dropped += over
+                    ring.extend(pending)
+                    pending.clear()
+                else:
+                    self._flush()
+                    pending = self._pending
+            self._pending_time = time
+            self._in_order = True
+        elif pending:
+            self._in_order = False  # behind others of its instant: sorted when flushed
+        pending.append(sent)
+        pending.append(delivered)
+
     def _flush(self) -> None:
         pending = self._pending
         self._pending = []

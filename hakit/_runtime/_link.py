@@ -29,6 +29,14 @@ if TYPE_CHECKING:
     from ._master_side import MasterSide
 
 _FINAL_STATES = (LinkState.KILLED, LinkState.CLOSED)
+#: What a peer can make a link's reads and writes raise: each ends that link only.
+_PEER_FAILURES = (
+    EOFError,
+    RemoteProtocolError,
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    OSError,
+)
 #: Pairs per snapshot chunk frame, and chunk frames per send.
 SNAPSHOT_CHUNK_ITEMS = 2000
 #: Room for a frame's own bytes (length prefix, message kind, generation, array headers).
@@ -102,6 +110,7 @@ class ReplicaLink:
         # sends to every such link in one run: a scheduler trip per commit for the whole
         # cluster instead of one per replica. Control frames still wake this link's sender.
         self._direct = False
+        self.queued = False  # queued on the master's link reader
         #: How long a graceful close may wait for a peer that does not read.
         self.flush_timeout = 5.0
 
@@ -139,7 +148,7 @@ class ReplicaLink:
     def _has_queued(self) -> bool:
         return bool(self._frames) or (self._reads_outbox and self._next <= self.master.outbox.last)
 
-    def flush_direct(self) -> None:
+    def flush_direct(self, now: float) -> None:
         """Send what is queued now, from the master's flusher (see `MasterSide.flusher`).
 
         Only for a link in direct mode: its stream never blocks a send and its sender task
@@ -164,7 +173,7 @@ class ReplicaLink:
             self._next = self._last_txid + 1
         else:
             return
-        self.machine.sent(trio.current_time(), self._last_txid)
+        self.machine.sent(now, self._last_txid)
         self.load_sent = True
         try:
             self.stream.try_send_nowait(data)
@@ -264,6 +273,7 @@ class ReplicaLink:
             if self.snapshot is not None:
                 self.snapshot.close()
                 self.snapshot = None
+            self.master.unread_link(self)
             with trio.CancelScope(shield=True):
                 await self.stream.aclose()
             self._set_closed(StopReason.CONNECTION_ABORTED, "link closed")
@@ -277,11 +287,15 @@ class ReplicaLink:
         # ends only its own link and never raises into the master's nursery.
         try:
             await task()
-        except EOFError:
+        except _PEER_FAILURES as exc:
+            self._peer_failed(exc)
+
+    def _peer_failed(self, exc: BaseException) -> None:
+        if isinstance(exc, EOFError):
             self.abort(StopReason.CONNECTION_ABORTED, f"{self.name} closed the link")
-        except RemoteProtocolError as exc:
+        elif isinstance(exc, RemoteProtocolError):
             self.abort(StopReason.CONNECTION_ABORTED, f"bad frame from {self.name}: {exc}")
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+        else:
             self.abort(StopReason.CONNECTION_ABORTED, f"link to {self.name} lost: {exc!r}")
 
     def _set_closed(self, reason: StopReason, detail: str) -> None:
@@ -365,20 +379,44 @@ class ReplicaLink:
         ]
 
     async def _receiver(self) -> None:
-        machine = self.machine
+        if self.stream.can_watch:
+            # A simulated link: the master's one reader reads it with all the others.
+            self.master.read_link(self)
+            return
         while True:
-            for value in await self.stream.receive():
-                if machine.state in _FINAL_STATES:
-                    # Closed by another task (a detach at synch_timeout, the timer's abort)
-                    # while this one waited for the read: what it read is not heard.
+            values = await self.stream.receive()
+            if self._hear(values, trio.current_time()):
+                return
+
+    def read_ready(self, now: float) -> None:
+        """Read and act on what has arrived by `now`, without waiting (the master's reader)."""
+        try:
+            while True:
+                values = self.stream.receive_nowait()
+                if values is None:
                     return
-                event = machine.receive(m.parse_message(value), trio.current_time())
-                if event is not None and self.master.link_event(self, event):
+                if self._hear(values, now):
+                    self.master.unread_link(self)
                     return
-                if machine.state in _FINAL_STATES:
-                    # After a KillMaster (or a close) the link has nothing more to hear: what
-                    # else came in the same read is ignored, not fed to a finished machine.
-                    return
+        except _PEER_FAILURES as exc:
+            self._peer_failed(exc)
+
+    def _hear(self, values: list[Any], now: float) -> bool:
+        """Act on the messages of one read; True when the link has nothing more to hear."""
+        machine = self.machine
+        for value in values:
+            if machine.state in _FINAL_STATES:
+                # Closed by another task (a detach at synch_timeout, the timer's abort)
+                # while this one waited for the read: what it read is not heard.
+                return True
+            event = machine.receive(m.parse_message(value), now)
+            if event is not None and self.master.link_event(self, event):
+                return True
+            if machine.state in _FINAL_STATES:
+                # After a KillMaster (or a close) the link has nothing more to hear: what
+                # else came in the same read is ignored, not fed to a finished machine.
+                return True
+        return False
 
     async def _timer(self) -> None:
         while True:

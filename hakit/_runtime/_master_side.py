@@ -38,6 +38,7 @@ from ..protocol._codec import pack
 from ..transports import FramedStream
 from ._events import CommitFailed, Connected, ReplicaDetached, ReplicaSynced
 from ._link import ReplicaLink, max_transaction_bytes
+from ._link_reader import LinkReader
 from ._outbox import Outbox
 from ._params import (
     AckPolicy,
@@ -116,6 +117,7 @@ class MasterSide:
         self._flusher_started = False
         # Links (not in direct mode) whose sender waits for the next commit.
         self._commit_waiters: list[ReplicaLink] = []
+        self._reader = LinkReader()
         self._watchdog_started = False
         # statistics
         self.commits = 0
@@ -363,6 +365,14 @@ class MasterSide:
                 link._wake.set()
             waiters.clear()
 
+    def read_link(self, link: ReplicaLink) -> None:
+        """Have the master's one link reader read `link` (a simulated one) from now on."""
+        self._reader.add(link, self._node._spawn())
+
+    def unread_link(self, link: ReplicaLink) -> None:
+        """The reader stops reading `link` (it closed, or has nothing more to hear)."""
+        self._reader.remove(link)
+
     async def flusher(self) -> None:
         """Send the transactions committed to every direct-mode link, once per scheduler pass.
 
@@ -374,8 +384,9 @@ class MasterSide:
             await self._committed.wait()
             self._committed = trio.Event()
             links = list(self.links.values())
+            now = trio.current_time()  # one pass, one instant: as one send to each
             for link in links:
-                link.flush_direct()
+                link.flush_direct(now)
             self._trim(links)
 
     def _trim(self, links: list[ReplicaLink]) -> None:

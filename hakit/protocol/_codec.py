@@ -162,7 +162,9 @@ class FrameDecoder:
         if max_frame_size <= 0:
             raise ValueError("max_frame_size must be positive")
         self._ceiling = max_frame_size
-        self._buffer = bytearray()
+        # Bytes as received while they hold whole frames (no copy); a bytearray once a frame
+        # is split across reads.
+        self._buffer: bytes | bytearray = b""
         self._broken: RemoteProtocolError | None = None
         self.set_limits(limits or DecodeLimits(max_frame_size))
 
@@ -188,11 +190,18 @@ class FrameDecoder:
 
     def clear(self) -> None:
         """Drop whatever is buffered (the connection is over: free its memory now)."""
-        self._buffer = bytearray()
+        self._buffer = b""
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Append received bytes."""
-        self._buffer += data
+        buf = self._buffer
+        if not buf:
+            # The usual read: whole frames. Kept as they are, to be decoded without a copy.
+            self._buffer = data if type(data) is bytes else bytes(data)
+        elif type(buf) is bytes:
+            self._buffer = bytearray(buf) + data
+        else:
+            buf += data
 
     def drain(self) -> list[Any]:
         """Return the values of every complete frame now buffered, in order.
@@ -206,30 +215,50 @@ class FrameDecoder:
         if self._broken is not None:
             raise self._broken
         buf = self._buffer
+        end = len(buf)
+        if end < _PREFIX:
+            return []
         unpack = self._unpack
+        if type(buf) is bytes:
+            size = int.from_bytes(buf[:_PREFIX], "big")
+            if size + _PREFIX == end and size <= self.max_frame_size:
+                # The usual read: exactly one frame.
+                try:
+                    value = unpack(buf[_PREFIX:])
+                except Exception as exc:  # msgpack raises several unrelated types
+                    self._broken = RemoteProtocolError(f"frame is not valid msgpack: {exc}")
+                    self._buffer = b""
+                    raise self._broken from None
+                self._buffer = b""
+                return [value]
         out: list[Any] = []
         pos = 0
-        end = len(buf)
-        while end - pos >= _PREFIX:
-            size = int.from_bytes(buf[pos : pos + _PREFIX], "big")
-            if size > self.max_frame_size:
-                self._broken = RemoteProtocolError(
-                    f"frame of {size} bytes exceeds the maximum of {self.max_frame_size}"
-                )
-                break
-            if end - pos - _PREFIX < size:
-                break
-            start = pos + _PREFIX
-            pos = start + size
-            try:
-                out.append(unpack(buf[start:pos]))
-            except Exception as exc:  # msgpack raises several unrelated types
-                self._broken = RemoteProtocolError(f"frame is not valid msgpack: {exc}")
-                break
+        with memoryview(buf) as view:  # payloads are decoded in place, not copied out
+            while end - pos >= _PREFIX:
+                size = int.from_bytes(view[pos : pos + _PREFIX], "big")
+                if size > self.max_frame_size:
+                    self._broken = RemoteProtocolError(
+                        f"frame of {size} bytes exceeds the maximum of {self.max_frame_size}"
+                    )
+                    break
+                if end - pos - _PREFIX < size:
+                    break
+                start = pos + _PREFIX
+                pos = start + size
+                try:
+                    out.append(unpack(view[start:pos]))
+                except Exception as exc:  # msgpack raises several unrelated types
+                    self._broken = RemoteProtocolError(f"frame is not valid msgpack: {exc}")
+                    break
         if self._broken is not None:
-            buf.clear()
+            self._buffer = b""
             if not out:
                 raise self._broken
+        elif pos == end:
+            self._buffer = b""
         elif pos:
-            del buf[:pos]
+            if isinstance(buf, bytearray):
+                del buf[:pos]
+            else:
+                self._buffer = buf[pos:]
         return out

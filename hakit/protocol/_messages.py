@@ -74,6 +74,9 @@ class Kind(enum.IntEnum):
     CHANNEL_FAIL = 23
 
 
+_ACK = int(Kind.ACK)
+
+
 class HelloFlags(enum.IntFlag):
     """Flags a replica sends in its `Hello`."""
 
@@ -189,6 +192,11 @@ class Ack(Message):
 
     KIND = Kind.ACK
     txid: int
+
+    def encode(self) -> bytes:
+        """Return this message as one complete frame."""
+        # Every replica sends one per commit: packed directly, not through to_wire.
+        return frame(pack([_ACK, self.generation, self.txid]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,6 +402,12 @@ def parse_message(value: Any) -> Message:
         raise RemoteProtocolError(f"{cls.__name__}: bad generation {_short(generation)}")
     if cls is Txns:
         return Txns(generation, value[2:])
+    if cls is Ack and len(value) == 3:
+        # The message a master reads most (one per replica per commit): its one field is
+        # checked here as the general loop below would; anything else gets the loop's verdict.
+        txid = value[2]
+        if type(txid) is int and 0 <= txid <= MAX_COUNTER:
+            return Ack(generation, txid)
     types = _TYPES[cls]
     if len(value) != len(types) + 1:
         raise RemoteProtocolError(

@@ -400,9 +400,9 @@ class ReplicaMachine:
                     raise RemoteProtocolError(f"transaction {entry[0]}: {problem}")
             txid, last_generation = entry[0], entry[1]
         self.txid, self.last_generation = txid, last_generation
-        events: list[ReplicaEvent] = [Apply(msg.entries)]
-        events.extend(self._check_synced())
-        return events
+        if self._synced:
+            return [Apply(msg.entries)]  # the usual case, once per batch on every replica
+        return [Apply(msg.entries), *self._check_synced()]
 
     def _check_synced(self) -> list[ReplicaEvent]:
         if self._synced or self._target is None or self.txid < self._target:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -32,6 +32,17 @@ class ReceiveBudget:
         self.used = 0
 
 
+class _Watchable(Protocol):
+    """A stream that reads without waiting and tells a watcher when to read (``mem:``)."""
+
+    def receive_nowait(self, max_bytes: int | None = None) -> bytes | None: ...
+
+    def set_watcher(self, watcher: Callable[[], None] | None) -> None: ...
+
+    @property
+    def next_due(self) -> float | None: ...
+
+
 class FramedStream(trio.abc.AsyncResource):
     """A byte stream carrying length-prefixed msgpack frames (see `hakit.protocol`).
 
@@ -55,8 +66,8 @@ class FramedStream(trio.abc.AsyncResource):
     """
 
     __slots__ = (
-        "_budget", "_charged", "_decoder", "_send_nowait", "partial_since", "receive_size",
-        "stream",
+        "_budget", "_charged", "_decoder", "_send_nowait", "_watchable", "partial_since",
+        "receive_size", "stream",
     )  # fmt: skip
 
     def __init__(
@@ -72,6 +83,11 @@ class FramedStream(trio.abc.AsyncResource):
         self.stream = stream
         # A stream whose sends never block (a simulated link) can send without a checkpoint.
         self._send_nowait: Callable[[bytes], None] | None = getattr(stream, "send_nowait", None)
+        # A stream that can say when to read it (a simulated link) can be read by one task
+        # among many, without a task parked on each.
+        self._watchable: _Watchable | None = (
+            stream if hasattr(stream, "set_watcher") else None  # type: ignore[assignment]
+        )
         self._decoder = FrameDecoder(max_frame_size, limits=limits)
         self.receive_size = receive_size
         self.partial_since: float | None = None
@@ -145,31 +161,80 @@ class FramedStream(trio.abc.AsyncResource):
                 would exceed the shared receive budget. The framing is lost for good: every
                 later call raises it again.
         """
-        decoder = self._decoder
         # Raises the error of a bad frame that followed the frames returned by the last call.
-        values = decoder.drain()
+        values = self._decoder.drain()
         receive_some = self.stream.receive_some
         size = self.receive_size
         while not values:
-            data = await receive_some(size)
-            if not data:
-                if decoder.buffered:
-                    raise RemoteProtocolError("connection closed in the middle of a frame")
-                raise EOFError("connection closed by the peer")
-            decoder.feed(data)
-            values = decoder.drain()
-            if not values:
-                if self.partial_since is None:
-                    self.partial_since = trio.current_time()
-                if self._budget is not None:
-                    self._charge()
-        if decoder.buffered:  # the start of the next frame came with these
+            values = self._absorb(await receive_some(size))
+        self._received()
+        return values
+
+    @property
+    def can_watch(self) -> bool:
+        """Whether the stream can tell a watcher when to read (`set_watcher`)."""
+        return self._watchable is not None
+
+    def set_watcher(self, watcher: Callable[[], None] | None) -> None:
+        """Have `watcher()` called when a read may find something (a ``mem:`` stream only).
+
+        For one task that reads many connections with `receive_nowait`, as a server does
+        with ``epoll`` (see `MemoryStream.set_watcher` in hakit.transports._memory).
+        """
+        if self._watchable is None:
+            raise TypeError(f"{self.stream!r} cannot be watched")
+        self._watchable.set_watcher(watcher)
+
+    @property
+    def next_due(self) -> float | None:
+        """When bytes in flight become readable (watchable streams; None: nothing coming)."""
+        return None if self._watchable is None else self._watchable.next_due
+
+    def receive_nowait(self) -> list[Any] | None:
+        """Return the values of the complete frames that have arrived, or None if none has.
+
+        Only for a stream that `can_watch`. No checkpoint; otherwise as `receive`.
+
+        Raises:
+            The errors of `receive`.
+        """
+        watchable = self._watchable
+        if watchable is None:
+            raise TypeError(f"{self.stream!r} cannot be read without waiting")
+        values = self._decoder.drain()
+        size = self.receive_size
+        while not values:
+            data = watchable.receive_nowait(size)
+            if data is None:
+                return None
+            values = self._absorb(data)
+        self._received()
+        return values
+
+    def _absorb(self, data: bytes | bytearray) -> list[Any]:
+        """Feed bytes read from the stream; return the frames they complete (maybe none)."""
+        decoder = self._decoder
+        if not data:
+            if decoder.buffered:
+                raise RemoteProtocolError("connection closed in the middle of a frame")
+            raise EOFError("connection closed by the peer")
+        decoder.feed(data)
+        values = decoder.drain()
+        if not values:
+            if self.partial_since is None:
+                self.partial_since = trio.current_time()
+            if self._budget is not None:
+                self._charge()
+        return values
+
+    def _received(self) -> None:
+        """Account for the frames just returned (and the start of the next one, if any)."""
+        if self._decoder.buffered:  # the start of the next frame came with these
             self.partial_since = trio.current_time()
         else:
             self.partial_since = None
         if self._budget is not None:
             self._charge()
-        return values
 
     def _charge(self) -> None:
         budget = self._budget

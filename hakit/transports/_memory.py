@@ -43,7 +43,7 @@ import heapq
 import math
 import random
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -122,6 +122,15 @@ class NetworkTracer(Protocol):
         on `route` (-1 for the connection's opening).
         """
 
+    def passed(
+        self, time: float, route: Route, marks: tuple[tuple[int, bytes | None], ...]
+    ) -> None:
+        """Frames (`marks`: their numbers and payloads) were sent and delivered at `time`.
+
+        The same as a "sent" and then a "delivered" `message` for each, in one call: what a
+        healthy link without latency does with nearly every frame.
+        """
+
     def fault(self, time: float, action: str, detail: str) -> None:
         """A fault was set or lifted (partition, heal, hold, release, latency, loss)."""
 
@@ -170,6 +179,7 @@ class _Pipe:
         "seq",
         "unframed",
         "waiter",
+        "watcher",
     )
 
     def __init__(self, link: _Link, rng: random.Random, route: Route) -> None:
@@ -186,6 +196,9 @@ class _Pipe:
         self.broken = False  # the reader's close (or a reset) reached the writer
         self.reader_closed = False
         self.waiter: trio.lowlevel.Task | None = None  # the reader, parked until data moves
+        #: Called instead of waking a parked reader, for a reader that never parks here (one
+        #: task reading many links, told which ones to look at: `MemoryStream.set_watcher`).
+        self.watcher: Callable[[], None] | None = None
         self._abort = self._abort_wait  # made once: a wait per frame allocates nothing
         # tracing: the next frame's sequence number and the bytes of a frame begun
         self.seq = 0
@@ -197,20 +210,22 @@ class _Pipe:
         if waiter is not None:
             self.waiter = None
             trio.lowlevel.reschedule(waiter)
+        elif self.watcher is not None:
+            self.watcher()
 
     def _abort_wait(self, _raise_cancel: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
         self.waiter = None
         return trio.lowlevel.Abort.SUCCEEDED
 
-    async def wait(self) -> None:
+    def wait(self) -> Awaitable[None]:
         """Park the reading task until `wake` (a cancellation point, as an Event's wait is).
 
         Parks the task itself rather than on a fresh `trio.Event`: a busy link waits once
         per frame, and an Event (with its parking lot) per wait is garbage that lives for a
-        whole round trip.
+        whole round trip. Not itself a coroutine, for the same reason: it hands back trio's.
         """
         self.waiter = trio.lowlevel.current_task()
-        await trio.lowlevel.wait_task_rescheduled(self._abort)
+        return trio.lowlevel.wait_task_rescheduled(self._abort)  # noqa: ASYNC105
 
 
 class _Link:
@@ -388,6 +403,53 @@ class MemoryStream(trio.abc.HalfCloseableStream):
                     await pipe.wait()
         finally:
             self._receiving = False
+
+    def receive_nowait(self, max_bytes: int | None = None) -> bytes | None:
+        """Return what `receive_some` would return now, or None if it would have to wait.
+
+        No checkpoint: for a reader that waits elsewhere (one task serving many links,
+        woken through `set_watcher`).
+
+        Raises:
+            The errors of `receive_some`.
+        """
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError("max_bytes must be at least 1")
+        if self._receiving:
+            raise trio.BusyResourceError("another task is already receiving on this stream")
+        if self._closed:
+            raise trio.ClosedResourceError("the stream is closed")
+        pipe = self._in
+        if pipe.in_flight:
+            self._network._settle(pipe, trio.current_time())
+        if pipe.reset is not None:
+            raise trio.BrokenResourceError(f"connection reset: {pipe.reset}")
+        if pipe.buffered:
+            return _take(pipe, max_bytes)
+        if pipe.eof:
+            return b""
+        return None
+
+    @property
+    def next_due(self) -> float | None:
+        """When the first chunk in flight to this end becomes readable (trio time).
+
+        None when nothing is in flight, or the link is cut (a heal calls the watcher).
+        """
+        pipe = self._in
+        if pipe.in_flight and not pipe.link.blocked:
+            return pipe.in_flight[0][0]
+        return None
+
+    def set_watcher(self, watcher: Callable[[], None] | None) -> None:
+        """Have `watcher()` called whenever something may have become readable at this end.
+
+        Data, end of stream, a reset, a heal, a release or this end's close: each calls it
+        once (a task parked in `receive_some` is woken instead, as before). It runs inside
+        whatever sent or changed the network, so it must only take note (queue the stream,
+        wake its reader), never read or send. None stops the calls.
+        """
+        self._in.watcher = watcher
 
     async def aclose(self) -> None:
         """Close this end; the peer reads end of stream once the close reaches it."""
@@ -603,6 +665,9 @@ class SimulatedNetwork:
         self._losses: dict[frozenset[str], float] = {}
         self._down: set[str] = set()
         self._connections: dict[tuple[str | None, str], int] = {}
+        # The payloads the tracer was last given for a chunk: a master sends the same
+        # chunk (one commit's frame) to every replica, so it is cut up once, not per link.
+        self._split_memo: tuple[bytes, tuple[bytes | None, ...]] = (b"", ())
         self._bytes_delivered = 0
         self._bytes_dropped = 0
         self._retransmissions = 0
@@ -910,6 +975,15 @@ class SimulatedNetwork:
             seq = pipe.seq
             pipe.seq += 1
             return ((seq, data),)
+        if not pipe.partial:
+            chunk, payloads = self._split_memo
+            if chunk is data:
+                seq = pipe.seq
+                pipe.seq += len(payloads)
+                if len(payloads) == 1:
+                    return ((seq, payloads[0]),)
+                return tuple(zip(range(seq, seq + len(payloads)), payloads, strict=True))
+        whole = not pipe.partial
         buf = pipe.partial + data if pipe.partial else data
         marks: list[_Mark] = []
         pos = 0
@@ -928,6 +1002,8 @@ class SimulatedNetwork:
             pipe.seq += 1
             pos += 4 + size
         pipe.partial = buf[pos:]
+        if whole and pos == end and not pipe.unframed:
+            self._split_memo = (data, tuple(frame for _, frame in marks))
         return tuple(marks)
 
     def _marker(self, pipe: _Pipe) -> tuple[_Mark, ...]:
@@ -956,17 +1032,11 @@ class SimulatedNetwork:
             # The common case on a healthy link without latency: delivered at once. The same
             # steps and records as below, without the general path's tests and tuples.
             pipe.last_due = now
-            if tracer is not None:
-                marks = self._split(pipe, item)
-                route, message = pipe.route, tracer.message
-                for seq, frame in marks:
-                    message("sent", now, route, seq, frame, "", now, now, 0, "")
             pipe.buffer.append(item)
             pipe.buffered += len(item)
             self._bytes_delivered += len(item)
             if tracer is not None:
-                for seq, frame in marks:
-                    message("delivered", now, route, seq, frame, "", now, None, 0, "")
+                tracer.passed(now, pipe.route, self._split(pipe, item))
             pipe.wake()
             return
         if tracer is not None:

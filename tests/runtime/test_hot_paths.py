@@ -286,3 +286,38 @@ async def test_an_ack_delivered_by_the_deadline_is_heard_before_judging(
         (detached,) = master.events.of_type(hakit.ReplicaDetached)
         assert detached.replica == "r2" and "synch_timeout" in detached.detail
         nursery.cancel_scope.cancel()
+
+
+def _task_names() -> list[str]:
+    names, todo = [], [trio.lowlevel.current_root_task()]
+    while todo:
+        task = todo.pop()
+        assert task is not None
+        names.append(task.name)
+        todo.extend(child for nursery in task.child_nurseries for child in nursery.child_tasks)
+    return names
+
+
+async def test_one_task_reads_every_simulated_link_of_a_master(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # No reader task parked per replica: the master's one link reader is told which links
+    # have something (an ack, a close) and reads them all in one step.
+    async with hakit.open_cluster() as cluster, trio.open_nursery() as nursery:
+        master = await cluster.add_node("m")
+        master.set_master_params(MasterParams())
+        replicas = [await cluster.add_node(f"r{i}") for i in range(4)]
+        for replica in replicas:
+            run_attach(nursery, replica, "mem:m", ReplicaParams())
+            await master.attach_replica(timeout=5)
+        result = await commit(master, a=1)
+        assert sorted(result.acked) == ["r0", "r1", "r2", "r3"]
+        names = _task_names()
+        assert sum("LinkReader.run" in name for name in names) == 1
+        assert not any("_receiver" in name for name in names)
+        # A replica that goes away is heard through the same reader: its link alone ends.
+        await cluster.crash("r2")
+        await wait_until(lambda: "r2" not in master.replicas)
+        result = await commit(master, b=2)
+        assert sorted(result.acked) == ["r0", "r1", "r3"]
+        nursery.cancel_scope.cancel()

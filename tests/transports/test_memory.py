@@ -15,6 +15,7 @@ import trio
 import trio.testing
 
 from hakit.transports import NetworkStatistics, SimulatedNetwork
+from hakit.transports._memory import MemoryStream
 
 Pair = tuple[trio.abc.Stream, trio.abc.Stream]
 
@@ -410,3 +411,66 @@ async def test_bytes_sent_to_a_closed_end_are_not_counted() -> None:
         with pytest.raises(trio.BrokenResourceError):
             await client.send_all(b"void")
         assert network.statistics().bytes_delivered == 0
+
+
+# -- reading without waiting (one task reading many links) ------------------------------
+
+
+async def test_a_watcher_is_told_of_data_eof_and_heal(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    network = SimulatedNetwork()
+    async with linked(network, "a", "b") as (client, server):
+        assert isinstance(server, MemoryStream)
+        calls: list[int] = []
+        server.set_watcher(lambda: calls.append(1))
+        assert server.receive_nowait() is None  # nothing yet: it would wait
+        await client.send_all(b"one")
+        await client.send_all(b"two")
+        assert len(calls) == 2
+        assert server.receive_nowait() == b"onetwo"
+        assert server.receive_nowait() is None
+        network.partition("a", "b")
+        assert len(calls) == 3  # a change of the cut: worth a look
+        await client.send_all(b"cut")
+        assert len(calls) == 4
+        assert server.receive_nowait() is None  # held behind the cut
+        assert server.next_due is None  # nothing can come before a heal...
+        network.heal()
+        assert len(calls) == 5  # ...which tells the watcher
+        assert server.receive_nowait() == b"cut"
+        await client.send_eof()
+        assert len(calls) == 6
+        assert server.receive_nowait() == b""  # end of stream, as receive_some says it
+        server.set_watcher(None)
+        await client.aclose()
+        assert len(calls) == 6
+
+
+async def test_reading_without_waiting_respects_latency(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    network = SimulatedNetwork(latency=(0.5, 0.0))
+    async with linked(network, "a", "b") as (client, server):
+        assert isinstance(server, MemoryStream)
+        start = trio.current_time()
+        await client.send_all(b"later")
+        assert server.receive_nowait() is None
+        assert server.next_due == pytest.approx(start + 0.5)
+        await trio.sleep_until(start + 0.5)
+        assert server.receive_nowait(2) == b"la"  # max_bytes as for receive_some
+        assert server.receive_nowait() == b"ter"
+        assert server.next_due is None
+
+
+async def test_reading_a_reset_or_closed_end_without_waiting_raises() -> None:
+    network = SimulatedNetwork()
+    async with linked(network, "a", "b") as (client, server):
+        assert isinstance(server, MemoryStream) and isinstance(client, MemoryStream)
+        await server.send_all(b"unread")
+        network.crash("a")  # a dies with unread data: its kernel resets the connection
+        with pytest.raises(trio.BrokenResourceError, match="reset"):
+            server.receive_nowait()
+        await server.aclose()
+        with pytest.raises(trio.ClosedResourceError):
+            server.receive_nowait()
