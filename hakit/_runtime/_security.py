@@ -21,7 +21,14 @@ import trio
 
 from ..protocol import DecodeLimits, HAProtocolError, RemoteProtocolError, StopReason
 from ..protocol import _auth as auth
-from ..transports import FramedStream, SimulatedNetwork, TcpAddress, connect, parse_address
+from ..transports import (
+    FramedStream,
+    SimulatedNetwork,
+    TcpAddress,
+    TlsStream,
+    connect,
+    parse_address,
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +194,7 @@ async def accept_secure(framed: FramedStream, security: Security) -> tuple[list[
             `trio.BrokenResourceError`).
     """
     stream = framed.stream
-    if isinstance(stream, trio.SSLStream):
+    if isinstance(stream, TlsStream):
         await stream.do_handshake()
     values = await framed.receive()
     if security.secret is None:

@@ -14,6 +14,7 @@ from ._address import Address, MemoryAddress, TcpAddress, UnixAddress, parse_add
 from ._framed import FramedStream, ReceiveBudget
 from ._memory import NetworkStatistics, SimulatedNetwork
 from ._open import connect, open_listener
+from ._tls import TlsListener, TlsStream
 
 __all__ = [
     "Address",
@@ -23,6 +24,8 @@ __all__ = [
     "ReceiveBudget",
     "SimulatedNetwork",
     "TcpAddress",
+    "TlsListener",
+    "TlsStream",
     "UnixAddress",
     "connect",
     "open_listener",

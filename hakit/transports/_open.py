@@ -11,6 +11,7 @@ import trio
 
 from ._address import Address, MemoryAddress, TcpAddress, UnixAddress, parse_address
 from ._memory import SimulatedNetwork
+from ._tls import TlsListener, TlsStream
 
 
 def _as_address(address: str | Address) -> Address:
@@ -54,7 +55,7 @@ async def connect(
             not use it.
 
     Returns:
-        The connected stream (a `trio.SSLStream` whose TLS handshake is done, with TLS).
+        The connected stream (with TLS, a `TlsStream` whose handshake is done).
 
     Raises:
         ValueError: the address is malformed, or is a ``mem:`` address without a network.
@@ -67,11 +68,15 @@ async def connect(
         stream = await trio.open_tcp_stream(target.host, target.port)
         if ssl_context is None:
             return stream
-        tls = trio.SSLStream(stream, ssl_context, server_hostname=target.host)
+        try:
+            tls = TlsStream(stream, ssl_context, server_side=False, server_hostname=target.host)
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
         try:
             await tls.do_handshake()
         except BaseException:
-            await trio.aclose_forcefully(stream)
+            await trio.aclose_forcefully(tls)
             raise
         return tls
     if isinstance(target, UnixAddress):
@@ -92,7 +97,7 @@ async def open_listener(
             picks a free port.
         network: the cluster's simulated network; required for ``mem:`` addresses.
         ssl_context: a server context: every accepted TCP connection speaks TLS (a
-            `trio.SSLStream`; its handshake runs on the first read or write, or on
+            `TlsStream`; its handshake runs on the first read or write, or on
             ``await stream.do_handshake()``). Not used by unix sockets and ``mem:``.
 
     Returns:
@@ -105,20 +110,18 @@ async def open_listener(
     """
     target = _as_address(address)
     if isinstance(target, TcpAddress):
-        listener, bound = await _open_tcp_listener(target)
+        tcp, bound = await _open_tcp_listener(target)
         if ssl_context is None:
-            return listener, bound
-        return trio.SSLListener(listener, ssl_context, https_compatible=False), bound
+            return tcp, bound
+        return TlsListener(tcp, ssl_context), bound
     if isinstance(target, UnixAddress):
-        listener = await _UnixListener.open(target.path)
-        return listener, str(target)
+        unix = await _UnixListener.open(target.path)
+        return unix, str(target)
     name = target.name
     return _need_network(target, network).listen(name), str(target)
 
 
-async def _open_tcp_listener(
-    target: TcpAddress,
-) -> tuple[trio.abc.Listener[trio.abc.Stream], str]:
+async def _open_tcp_listener(target: TcpAddress) -> tuple[trio.SocketListener, str]:
     listeners = await trio.open_tcp_listeners(target.port, host=target.host)
     # A host name may resolve to several addresses (IPv4 and IPv6), each bound separately;
     # an address string names one endpoint, so keep the first and close the others.
