@@ -34,7 +34,6 @@ from ..protocol import (
 from ..protocol import _history as h
 from ..protocol import _master as mm
 from ..protocol import _messages as m
-from ..protocol._codec import pack
 from ..transports import FramedStream
 from ._events import CommitFailed, Connected, ReplicaDetached, ReplicaSynced
 from ._link import ReplicaLink, max_transaction_bytes
@@ -185,13 +184,7 @@ class MasterSide:
 
     # -- handshake -----------------------------------------------------------------------------
     def _generation_of(self, txid: int) -> int | None:
-        log = self._node._log
-        if not log:
-            return None
-        index = txid - log[0][0]
-        if 0 <= index < len(log):
-            return log[index][1]
-        return None
+        return self._node._log.generation_of(txid)
 
     def _master_view(self) -> MasterView:
         node = self._node
@@ -258,10 +251,7 @@ class MasterSide:
             outbox.reset(node.txid + 1)  # nobody needs what it held
         if sync is SyncKind.INCREMENTAL and hello.txid < outbox.first - 1:
             # Its backlog comes from the transaction log, into the outbox.
-            log = node._log
-            first = log[0][0] if log else node.txid + 1
-            backlog = list(log)[hello.txid + 1 - first : outbox.first - first]
-            outbox.prepend([e if isinstance(e, bytes) else pack(e) for _t, _g, e in backlog])
+            outbox.prepend(node._log.packed(hello.txid + 1, outbox.first))
         link.start_at(hello.txid + 1 if sync is SyncKind.INCREMENTAL else node.txid + 1)
         # From here on every commit reaches this link: no await since the snapshot was taken.
         self.links[hello.node] = link
@@ -613,7 +603,7 @@ class MasterSide:
             # Committed, it could never reach a replica: every sync would fail on it.
             raise TransactionTooLargeError(len(packed), limit)
         storage.apply([[txid, generation, ops]])
-        node._log.append((txid, generation, packed))
+        node._log.append(txid, generation, packed)
         self.commits += 1
         if links:
             self.outbox.append(txid, packed)

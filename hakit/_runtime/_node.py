@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import secrets
-from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import Any
@@ -55,6 +54,7 @@ from ._params import (
 from ._replica_side import ReplicaRun, Session
 from ._security import Security, TlsConfig, accept_secure, warn_if_exposed
 from ._statistics import LinkStatistics, NodeStatistics
+from ._translog import TransLog
 from ._unwrap import open_unwrapping_nursery
 
 #: Transactions kept for resync by a node that is not (yet) a master, so that after a force
@@ -218,10 +218,9 @@ class Node:
         self._closed = False
         self._crashed = False  # Cluster.crash: died like a killed process
         self._listeners: dict[str, trio.CancelScope] = {}
-        # Recent transactions for incremental resync: (txid, generation, entry), the entry
-        # packed as it is sent (a replica packs what it applied: a decoded entry would be
-        # three lists for the garbage collector to track for as long as the log keeps it).
-        self._log: deque[tuple[int, int, bytes | m.Entry]] = deque(maxlen=_REPLICA_LOG_LENGTH)
+        # Recent transactions for incremental resync, packed as they travel (a decoded
+        # entry would be three lists for the garbage collector to track while it is kept).
+        self._log = TransLog(_REPLICA_LOG_LENGTH)
         self._role_changed = trio.Event()
         self._master = MasterSide(self)
         # replica state
@@ -538,8 +537,7 @@ class Node:
         self._master.set_params(params, force=force)
 
     def _resize_log(self, length: int) -> None:
-        if self._log.maxlen != length:
-            self._log = deque(self._log, maxlen=length)
+        self._log.resize(length)
 
     async def attach_replica(
         self, address: str | None = None, *, timeout: float = 60.0

@@ -8,6 +8,7 @@ master is replaced by force master it reconnects to the new one and carries on.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator
 from contextlib import suppress
@@ -61,6 +62,7 @@ _RECEIVE_FAILURES = (
     trio.ClosedResourceError,
     RemoteProtocolError,
 )
+_RAW_KINDS = frozenset({int(m.Kind.TXNS)})
 
 
 class _Unreachable(HAIOError):
@@ -295,6 +297,10 @@ class ReplicaRun:
                 )  # fmt: skip
             assert isinstance(first, rm.Welcomed)
             assert framed is not None
+            if not framed.limits.max_containers:
+                # Transaction batches are read packed and decoded a piece at a time as they
+                # are applied (rm.APPLY_BATCH), their entries' bytes kept for the log.
+                framed.set_limits(dataclasses.replace(framed.limits, raw_kinds=_RAW_KINDS))
             self.session.master, self.session.master_address = first.master, address
             if machine.generation > self.node.generation:
                 self.node.storage.set_generation(machine.generation)
@@ -324,7 +330,7 @@ class ReplicaRun:
                         while not timed_out:
                             for event in events:
                                 if nowait and type(event) is rm.Apply:
-                                    stopped = self._apply_now(machine, framed, event.entries)
+                                    stopped = self._apply_now(machine, framed, event)
                                     if stopped is not None:
                                         return self._replica_stopped(
                                             stopped.reason, stopped.detail, first.master
@@ -419,7 +425,7 @@ class ReplicaRun:
             except RemoteProtocolError as exc:
                 yield machine.connection_lost(f"bad message from the master: {exc}")
                 return
-            yield from machine.receive(msg, self.node._now())
+            yield from machine.receive_iter(msg, self.node._now())
             if machine.state is rm.ReplicaState.STOPPED:
                 return
 
@@ -475,9 +481,11 @@ class ReplicaRun:
         event: rm.ReplicaEvent,
     ) -> rm.Stopped | rm.FollowMaster | None:
         if isinstance(event, rm.Apply):
-            error = self._apply(event.entries)
+            error = self._apply(event.entries, event.packed)
             if error is not None:
                 return self._iterator_error(machine, error)
+            if not event.ack:
+                return None  # more of the same batch follows: acknowledged after its last
             return await self._send_to_master(machine, framed, machine.ack())
         elif isinstance(event, rm.Send):
             return await self._send_to_master(machine, framed, event.message)
@@ -521,21 +529,31 @@ class ReplicaRun:
         machine.stop(StopReason.ITERATOR_ERROR, detail)
         return rm.Stopped(StopReason.ITERATOR_ERROR, detail)
 
-    def _apply(self, entries: list[m.Entry]) -> str | None:
-        """Apply a batch; return an error text if the per-transaction callback raised."""
+    def _apply(self, entries: list[m.Entry], packed: list[bytes] | None) -> str | None:
+        """Apply a batch; return an error text if the per-transaction callback raised.
+
+        `packed` holds the entries as received, when the machine has them: kept as they are.
+        """
         callback = self.params.on_transaction
         log = self.node._log
-        # The log keeps each entry packed, as a master does: a tuple of two ints and bytes
-        # is dropped from the garbage collector's view, while a decoded entry (three lists)
-        # would be tracked, and scanned by every full collection, for as long as it is kept.
+        if packed is None:
+            packed = [pack(entry) for entry in entries]
+        # The log keeps each entry packed, as a master does (see TransLog).
         if callback is None:
+            if not entries:
+                return None
             self.node.storage.apply(entries)
-            log.extend([(entry[0], entry[1], pack(entry)) for entry in entries])
+            first, last = entries[0], entries[-1]
+            if first[1] == last[1]:  # generations never go back: one for the whole batch
+                log.extend(first[0], first[1], packed)
+            else:
+                for entry, p in zip(entries, packed, strict=True):
+                    log.append(entry[0], entry[1], p)
             self.node._applied += len(entries)
             return None
-        for entry in entries:
+        for entry, p in zip(entries, packed, strict=True):
             self.node.storage.apply([entry])
-            log.append((entry[0], entry[1], pack(entry)))
+            log.append(entry[0], entry[1], p)
             self.node._applied += 1
             try:
                 callback(TransactionRecord(entry[0], entry[1], entry[2]))
@@ -544,16 +562,18 @@ class ReplicaRun:
         return None
 
     def _apply_now(
-        self, machine: ReplicaMachine, framed: FramedStream, entries: list[m.Entry]
+        self, machine: ReplicaMachine, framed: FramedStream, event: rm.Apply
     ) -> rm.Stopped | None:
         """Apply a batch and acknowledge it, on a stream whose sends never block.
 
         What `_replica_event` does with an `Apply`, minus its two coroutines: a busy
         replica of a large in-kernel cluster does this once per commit.
         """
-        error = self._apply(entries)
+        error = self._apply(event.entries, event.packed)
         if error is not None:
             return self._iterator_error(machine, error)
+        if not event.ack:
+            return None  # more of the same batch follows: acknowledged after its last
         try:
             framed.try_send_nowait(machine.ack().encode())
         except _SEND_FAILURES as exc:

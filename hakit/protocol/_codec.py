@@ -73,12 +73,19 @@ class DecodeLimits:
         max_map_len: the most pairs one map may have (None: msgpack's own limit).
         max_containers: the most arrays and maps one frame may hold, all levels counted
             (None: no limit). Without it, nesting defeats the per-array limits.
+        raw_kinds: frames of messages of these kinds (the positive fixint that opens the
+            message array) are not decoded: their payload is returned as `bytes`, for a
+            receiver that decodes a large batch piece by piece and so never holds all of it
+            decoded at once (see `hakit.protocol._messages.PackedTxns`). Only without array,
+            map or container bounds: the receiver's own decoding then has msgpack's limits,
+            as a whole frame would.
     """
 
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
     max_array_len: int | None = None
     max_map_len: int | None = None
     max_containers: int | None = None
+    raw_kinds: frozenset[int] = frozenset()
 
     def __post_init__(self) -> None:
         if self.max_frame_size <= 0:
@@ -87,14 +94,22 @@ class DecodeLimits:
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"{name} must not be negative")
+        if self.raw_kinds and (
+            self.max_containers is not None
+            or self.max_array_len is not None
+            or self.max_map_len is not None
+            or not all(type(k) is int and 0 <= k < 0x80 for k in self.raw_kinds)
+        ):
+            raise ValueError("raw_kinds are positive fixints, for limits without array bounds")
 
     def bounded(self, max_frame_size: int) -> DecodeLimits:
         """Return these limits with a frame size no larger than `max_frame_size`."""
         if self.max_frame_size <= max_frame_size:
             return self
         return DecodeLimits(
-            max_frame_size, self.max_array_len, self.max_map_len, self.max_containers
-        )
+            max_frame_size, self.max_array_len, self.max_map_len, self.max_containers,
+            self.raw_kinds,
+        )  # fmt: skip
 
 
 #: Limits of the first frame of an incoming connection (`Hello`, `Cancel`, `ChannelHello`) and
@@ -126,6 +141,19 @@ def _unpacker(limits: DecodeLimits) -> _Unpack:
         kwargs["max_map_len"] = limits.max_map_len
     unpackb = msgpack.unpackb
     budget = limits.max_containers
+    raw = limits.raw_kinds
+    if raw:
+
+        def unpack_or_keep(payload: bytes | bytearray | memoryview) -> Any:
+            # [kind, ...] opens with an array header (fixarray, array 16 or 32), then the
+            # kind as a positive fixint (as `raw_kinds` must be).
+            head = payload[0] if payload else 0
+            at = 1 if head & 0xF0 == 0x90 else 3 if head == 0xDC else 5 if head == 0xDD else 0
+            if at and len(payload) > at and payload[at] in raw:
+                return bytes(payload)
+            return unpackb(payload, **kwargs)
+
+        return unpack_or_keep
     if budget is None:
         return lambda payload: unpackb(payload, **kwargs)
 

@@ -10,6 +10,7 @@ replica's frame without re-encoding.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
@@ -184,6 +185,100 @@ class Txns(Message):
 
     def to_wire(self) -> list[Any]:  # entries are spread, not nested
         return [self.KIND, self.generation, *self.entries]
+
+
+def _entry_unpacker(payload: bytes) -> Any:
+    # The same options (and so the same msgpack limits, from the payload's length) as the
+    # frame decoder's unpackb.
+    unpacker = msgpack.Unpacker(
+        raw=False, strict_map_key=False, use_list=True, max_buffer_size=max(len(payload), 1)
+    )
+    unpacker.feed(payload)
+    return unpacker
+
+
+@dataclass(frozen=True, slots=True)
+class PackedTxns(Message):
+    """A `Txns` message received with its entries still packed (`DecodeLimits.raw_kinds`).
+
+    `batches` decodes the entries a few at a time and hands each one over with its packed
+    bytes: a receiver applies a large batch without ever holding all of it decoded (a
+    batch decoded whole is thousands of lists alive at once, which the garbage collector
+    promotes and then sweeps in full collections), and keeps each entry as the master
+    packed it instead of packing it again.
+    """
+
+    KIND = Kind.TXNS
+    payload: bytes  #: the message's msgpack payload (no length prefix)
+    start: int  #: the offset of the first entry in `payload`
+    count: int  #: how many entries follow
+
+    @property
+    def entries(self) -> list[Entry]:
+        """Every entry, decoded (all at once)."""
+        return [entry for batch, _packed, _last in self.batches(self.count or 1) for entry in batch]
+
+    def to_wire(self) -> list[Any]:
+        return [self.KIND, self.generation, *self.entries]
+
+    def encode(self) -> bytes:
+        return frame(self.payload)
+
+    def batches(self, size: int) -> Iterator[tuple[list[Any], list[bytes], bool]]:
+        """Yield ``(entries, packed, last)`` for up to `size` entries at a time, in order.
+
+        Each batch is decoded only when asked for; `packed` holds each entry's own bytes.
+
+        Raises:
+            RemoteProtocolError: an entry is not valid msgpack, or bytes follow the last one.
+        """
+        payload = self.payload
+        try:
+            unpacker = _entry_unpacker(payload)
+            unpacker.read_array_header()
+            unpacker.skip()  # kind
+            unpacker.skip()  # generation
+            unpack, tell = unpacker.unpack, unpacker.tell
+            pos, left = self.start, self.count
+            while True:
+                entries: list[Any] = []
+                packed: list[bytes] = []
+                for _ in range(min(size, left)):
+                    entries.append(unpack())
+                    end = tell()
+                    packed.append(payload[pos:end])
+                    pos = end
+                left -= len(entries)
+                if not left and pos != len(payload):
+                    raise ValueError(f"{len(payload) - pos} bytes after the last entry")
+                yield entries, packed, not left
+                if not left:
+                    return
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+            # Unpacker raises OutOfData (an UnpackException), ValueError and others.
+            raise RemoteProtocolError(f"Txns frame is not valid msgpack: {exc}") from None
+
+
+def parse_packed_txns(payload: bytes) -> PackedTxns:
+    """Read the head of a `Txns` payload left undecoded; its entries stay packed.
+
+    Raises:
+        RemoteProtocolError: the payload is no `Txns` message.
+    """
+    try:
+        unpacker = _entry_unpacker(payload)
+        length = unpacker.read_array_header()
+        kind = unpacker.unpack() if length > 0 else None
+        generation = unpacker.unpack() if length > 1 else None
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise RemoteProtocolError(f"frame is not valid msgpack: {exc}") from None
+    if length < 2:
+        raise RemoteProtocolError(f"frame is not a message array of 2 items or more ({length})")
+    if type(kind) is not int or kind != Kind.TXNS:
+        raise RemoteProtocolError(f"only Txns messages are read packed, not kind {_short(kind)}")
+    if type(generation) is not int or not 0 <= generation <= MAX_COUNTER:
+        raise RemoteProtocolError(f"Txns: bad generation {_short(generation)}")
+    return PackedTxns(generation, payload, unpacker.tell(), length - 2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,9 +484,14 @@ _TYPES: dict[type[Message], tuple[tuple[type, ...], ...]] = {
 def parse_message(value: Any) -> Message:
     """Turn one decoded frame into a `Message`.
 
+    A payload left undecoded (`bytes`, see `DecodeLimits.raw_kinds`) must be a `Txns`
+    message: it becomes a `PackedTxns`.
+
     Raises:
         RemoteProtocolError: the value is not a known message with the right fields.
     """
+    if type(value) is bytes:
+        return parse_packed_txns(value)
     if not isinstance(value, list) or len(value) < 2:
         raise RemoteProtocolError(f"frame is not a message array: {_short(value)}")
     kind, generation = value[0], value[1]

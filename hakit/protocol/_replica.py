@@ -21,6 +21,7 @@ beside the master) for the master's, and what the load discards is reported (`Di
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,11 +93,25 @@ class LoadEnd:
     history: h.History = ()
 
 
+#: A `PackedTxns` batch is checked and handed out this many entries at a time: few enough
+#: that their decoded lists never reach the garbage collector's first threshold (700 new
+#: containers), so they are freed young, by reference counting, never promoted.
+APPLY_BATCH = 64
+
+
 @dataclass(frozen=True, slots=True)
 class Apply:
-    """Apply these entries (``[txid, generation, ops]``, already checked) in order."""
+    """Apply these entries (``[txid, generation, ops]``, already checked) in order.
+
+    `packed` holds each entry as the master packed it, when the message came packed
+    (`PackedTxns`): keep those bytes rather than packing the entry again. `ack` says whether
+    to acknowledge now (`ReplicaMachine.ack`): a batch handed out in several pieces is
+    acknowledged once, after its last piece.
+    """
 
     entries: list[m.Entry]
+    packed: list[bytes] | None = None
+    ack: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,15 +270,27 @@ class ReplicaMachine:
         A protocol violation by the master ends the session: the result is a `Stopped` event,
         never an exception, because a bad master must not take the replica's node down.
         """
+        return list(self.receive_iter(message, now))
+
+    def receive_iter(self, message: m.Message, now: float) -> Iterator[ReplicaEvent]:
+        """Like `receive`, but each event is made only once the one before was taken.
+
+        For a `PackedTxns`, entries are decoded and checked `APPLY_BATCH` at a time, as the
+        `Apply` events are consumed: act on each (apply it) before taking the next. An entry
+        found bad stops the session there; the entries before it, already handed out, are
+        committed transactions of the master in order, so applying them was right (a
+        transaction is the unit of atomicity, never a frame, which the master cuts where it
+        likes). The state (`txid`) always counts exactly what was handed out.
+        """
         if self.state is ReplicaState.STOPPED:
             raise LocalProtocolError("the replica session has stopped")
         self._last_heard = now
         try:
-            return self._receive(message)
+            yield from self._receive(message)
         except RemoteProtocolError as exc:
-            return [self._stop(exc.stop_reason, f"protocol error from the master: {exc}")]
+            yield self._stop(exc.stop_reason, f"protocol error from the master: {exc}")
 
-    def _receive(self, msg: m.Message) -> list[ReplicaEvent]:
+    def _receive(self, msg: m.Message) -> list[ReplicaEvent] | Iterator[ReplicaEvent]:
         if msg.generation < self.generation and not isinstance(msg, m.Reject | m.Welcome):
             raise RemoteProtocolError(
                 f"{type(msg).__name__} from generation {msg.generation}, older than ours "
@@ -287,6 +314,8 @@ class ReplicaMachine:
             return self._loading(msg)
         if isinstance(msg, m.Txns):
             return self._txns(msg)
+        if isinstance(msg, m.PackedTxns):
+            return self._packed_txns(msg)
         if isinstance(msg, m.KeepAlive):
             return [Send(m.Ack(self.generation, self.txid))]
         if isinstance(msg, m.PromoteReady) and state is ReplicaState.PROMOTING:
@@ -376,8 +405,23 @@ class ReplicaMachine:
         raise RemoteProtocolError(f"unexpected {type(msg).__name__} during the initial load")
 
     def _txns(self, msg: m.Txns) -> list[ReplicaEvent]:
+        self._check_entries(msg.entries)
+        if self._synced:
+            return [Apply(msg.entries)]  # the usual case, once per batch on every replica
+        return [Apply(msg.entries), *self._check_synced()]
+
+    def _packed_txns(self, msg: m.PackedTxns) -> Iterator[ReplicaEvent]:
+        for entries, packed, last in msg.batches(APPLY_BATCH):
+            if self.state is ReplicaState.STOPPED:
+                return  # stopped meanwhile (a timer, a local stop): nothing more is handed out
+            self._check_entries(entries)
+            yield Apply(entries, packed, ack=last)
+        yield from self._check_synced()
+
+    def _check_entries(self, entries: list[Any]) -> None:
+        """Check that `entries` follow on from `txid`, and move `txid` past them."""
         txid, last_generation = self.txid, self.last_generation
-        for entry in msg.entries:
+        for entry in entries:
             if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[2], list)):
                 raise RemoteProtocolError(f"malformed transaction entry {m._short(entry)}")
             if type(entry[0]) is not int or entry[0] != txid + 1:
@@ -400,9 +444,6 @@ class ReplicaMachine:
                     raise RemoteProtocolError(f"transaction {entry[0]}: {problem}")
             txid, last_generation = entry[0], entry[1]
         self.txid, self.last_generation = txid, last_generation
-        if self._synced:
-            return [Apply(msg.entries)]  # the usual case, once per batch on every replica
-        return [Apply(msg.entries), *self._check_synced()]
 
     def _check_synced(self) -> list[ReplicaEvent]:
         if self._synced or self._target is None or self.txid < self._target:

@@ -123,7 +123,7 @@ async def test_replicas_held_back_lag_by_what_they_have_not_acknowledged(
             await commit(master, **{f"k{i}": "x" * i})
         await wait_until(lambda: replicas[0].txid == replicas[1].txid == master.txid)
         outbox = master._master.outbox
-        sizes = sum(len(entry) for _t, _g, entry in list(master._log)[-20:])
+        sizes = sum(map(len, master._log.packed(master.txid - 19, master.txid + 1)))
         assert outbox.last == master.txid and len(outbox) <= 20 + before
         lags = {r.name: _link(master, r.name).lag_bytes for r in replicas}
         assert lags == {"r0": 0, "r1": 0, "r2": sizes}
