@@ -108,14 +108,18 @@ def _steps(cfg: Config, quick: bool) -> list[tuple[str, Step]]:
         return {"scale_idle_kib": await idle_replica_memory()}
 
     async def scale_sync() -> dict[str, Figure]:
-        from ._scale import sync_commits
+        from ._scale import sync_ceiling, sync_commits
 
-        return {"scale_sync_100": await sync_commits(max(cfg.duration, 2.0))}
+        duration = max(cfg.duration, 2.0)
+        ceiling = await sync_ceiling(duration)
+        return {"scale_sync_ceiling": ceiling, "scale_sync_100": await sync_commits(duration)}
 
     async def scale_async() -> dict[str, Figure]:
-        from ._scale import async_commits
+        from ._scale import async_ceiling, async_commits
 
-        return {"scale_async_100": await async_commits(max(cfg.duration, 2.0))}
+        duration = max(cfg.duration, 2.0)
+        ceiling = await async_ceiling(duration)
+        return {"scale_async_ceiling": ceiling, "scale_async_100": await async_commits(duration)}
 
     async def scale_1000() -> dict[str, Figure]:
         from ._scale import thousand

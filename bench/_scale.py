@@ -8,6 +8,9 @@
 * the event log's cost per message: the simulated network's tracer and the log, timed on
   their own over real frames (no scheduler in the figure).
 
+The sync and async figures each stand beside a ceiling measured just before them in the
+same run: the same work done in bare trio and msgpack, with no hakit (see the end).
+
 Each figure records the run's own numbers beside it (nodes, commits, detached replicas).
 """
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 import gc
 import time
 import tracemalloc
+from collections import deque
 from typing import Any
 
 import trio
@@ -171,4 +175,164 @@ def event_log_cost(messages: int = 200_000) -> Figure:
     elapsed = time.perf_counter() - start
     fig.add(elapsed / messages * 1e6)
     fig.extra.update(messages=messages, ring=log_.capacity, dropped=log_.dropped)
+    return fig
+
+
+# -- ceilings: the same work in bare trio and msgpack, no hakit ----------------------------
+#
+# One task per replica, as in hakit; each commit's entry is packed once, framed, and handed
+# to every replica's inbox, which wakes it; a replica decodes the frame, applies its ops to a
+# dict, keeps each entry packed in a bounded log, and answers with a framed ack, which the
+# master decodes. Every frame is recorded as a sent and a delivered event tuple in a ring of
+# the event log's capacity (the goals are with the event log on). No validation, no state
+# machines, no timeouts: what is left is what any design with a task per node pays here.
+
+
+class _CeilingNet:
+    """Inboxes and parked tasks: the least a frame needs to reach a task and wake it."""
+
+    def __init__(self, replicas: int) -> None:
+        from hakit._runtime._events import DEFAULT_CAPACITY
+
+        self.ring: deque[tuple[Any, ...]] = deque(maxlen=DEFAULT_CAPACITY)
+        self.inboxes: list[list[bytes]] = [[] for _ in range(replicas)]
+        self.parked: list[trio.lowlevel.Task | None] = [None] * replicas
+        self.acks: list[bytes] = []
+        self.master: trio.lowlevel.Task | None = None
+        self.applied = [0] * replicas
+
+    def record(self, sender: str, receiver: str, payload: bytes) -> None:
+        now = trio.current_time()
+        size = len(payload) + 4
+        self.ring.append((now, sender, "sent", sender, receiver, "", True, 0, "", size, now,
+                          now, 0, "", payload))  # fmt: skip
+        self.ring.append((now, receiver, "delivered", sender, receiver, "", True, 0, "", size,
+                          now, None, 0, "", payload))  # fmt: skip
+
+    def to_replica(self, i: int, frame: bytes) -> None:
+        self.record("m", f"r{i}", frame[4:])
+        self.inboxes[i].append(frame)
+        task = self.parked[i]
+        if task is not None:
+            self.parked[i] = None
+            trio.lowlevel.reschedule(task)
+
+    def to_master(self, i: int, frame: bytes) -> None:
+        self.record(f"r{i}", "m", frame[4:])
+        self.acks.append(frame)
+        task = self.master
+        if task is not None:
+            self.master = None
+            trio.lowlevel.reschedule(task)
+
+    async def replica(self, i: int) -> None:
+        import msgpack
+
+        pack = msgpack.Packer(use_bin_type=True).pack
+        data: dict[str, Any] = {}
+        log_: deque[tuple[int, int, bytes]] = deque(maxlen=100_000)
+        inbox = self.inboxes[i]
+        while True:
+            while not inbox:
+                self.parked[i] = trio.lowlevel.current_task()
+                await trio.lowlevel.wait_task_rescheduled(_succeeded)
+            frames, inbox[:] = list(inbox), []
+            txid = 0
+            for frame in frames:
+                message = msgpack.unpackb(frame[4:], raw=False)
+                for entry in message[2:]:
+                    for op in entry[2]:
+                        data[op[1]] = op[2]
+                    log_.append((entry[0], entry[1], pack(entry)))
+                    txid = entry[0]
+            self.applied[i] = txid
+            ack = pack([8, 1, txid])
+            self.to_master(i, len(ack).to_bytes(4, "big") + ack)
+
+    async def wait_acks(self, count: int) -> None:
+        import msgpack
+
+        got = 0
+        while got < count:
+            while not self.acks:
+                self.master = trio.lowlevel.current_task()
+                await trio.lowlevel.wait_task_rescheduled(_succeeded)
+            acks, self.acks = self.acks, []
+            for frame in acks:
+                msgpack.unpackb(frame[4:], raw=False)
+            got += len(acks)
+
+
+def _succeeded(_: Any) -> trio.lowlevel.Abort:
+    return trio.lowlevel.Abort.SUCCEEDED
+
+
+def _txns_frame(entries: list[bytes]) -> bytes:
+    from hakit.protocol._messages import encode_txns
+
+    return encode_txns(1, entries)
+
+
+async def sync_ceiling(duration: float, nodes: int = 100) -> Figure:
+    """The sync figure's work in bare trio: one commit after another, all acks awaited."""
+    import msgpack
+
+    fig = Figure("txn/s")
+    pack = msgpack.Packer(use_bin_type=True).pack
+    replicas = nodes - 1
+    net = _CeilingNet(replicas)
+    async with trio.open_nursery() as nursery:
+        for i in range(replicas):
+            nursery.start_soon(net.replica, i)
+        await trio.sleep(0.01)
+        start = time.perf_counter()
+        count = 0
+        while time.perf_counter() - start < duration:
+            count += 1
+            frame = _txns_frame([pack([count, 1, [[0, f"k{count}", count]]])])
+            for i in range(replicas):
+                net.to_replica(i, frame)
+            await net.wait_acks(replicas)
+        elapsed = time.perf_counter() - start
+        nursery.cancel_scope.cancel()
+    fig.add(count / elapsed)
+    fig.extra.update(nodes=nodes, commits=count)
+    return fig
+
+
+async def async_ceiling(duration: float, nodes: int = 100) -> Figure:
+    """The async figure's work in bare trio: batches of commits, counted until all applied."""
+    import msgpack
+
+    fig = Figure("txn/s")
+    pack = msgpack.Packer(use_bin_type=True).pack
+    replicas = nodes - 1
+    net = _CeilingNet(replicas)
+    batch = 512  # what hakit's asynchronous writer queues before it yields
+    async with trio.open_nursery() as nursery:
+        for i in range(replicas):
+            nursery.start_soon(net.replica, i)
+        await trio.sleep(0.01)
+        start = time.perf_counter()
+        count = 0
+        data: dict[str, Any] = {}
+        master_log: deque[tuple[int, int, bytes]] = deque(maxlen=100_000)
+        while time.perf_counter() - start < duration:
+            entries = []
+            for _ in range(batch):
+                count += 1
+                data[f"k{count}"] = count
+                packed = pack([count, 1, [[0, f"k{count}", count]]])
+                master_log.append((count, 1, packed))
+                entries.append(packed)
+            frame = _txns_frame(entries)
+            for i in range(replicas):
+                net.to_replica(i, frame)
+            await trio.lowlevel.checkpoint()
+        while min(net.applied) < count:
+            await net.wait_acks(1)
+        elapsed = time.perf_counter() - start
+        nursery.cancel_scope.cancel()
+    fig.add(count / elapsed)
+    fig.extra.update(nodes=nodes, commits=count)
     return fig
