@@ -158,6 +158,10 @@ def _unpacker(limits: DecodeLimits) -> _Unpack:
         return lambda payload: unpackb(payload, **kwargs)
 
     def unpack(payload: bytes | bytearray | memoryview) -> Any:
+        if len(payload) <= budget:
+            # Every array or map takes at least one byte: a payload this short cannot hold
+            # more than the budget, so it needs no counting (the usual, small frame).
+            return unpackb(payload, **kwargs)
         # msgpack calls the hooks as it completes each array and map, so a frame of many
         # small containers is stopped once it passes the budget, not after it was built.
         left = budget

@@ -431,6 +431,40 @@ class MemoryStream(trio.abc.HalfCloseableStream):
         return None
 
     @property
+    def readable(self) -> bool:
+        """Whether `receive_nowait` would return something (or raise) now."""
+        pipe = self._in
+        if pipe.in_flight:
+            self._network._settle(pipe, trio.current_time())
+        return self._closed or pipe.reset is not None or pipe.buffered > 0 or pipe.eof
+
+    def wait_readable(self) -> Awaitable[None]:
+        """Wait until `receive_nowait` may find something (a cancellation point).
+
+        Data, end of stream, a reset, a heal or this end's close wakes it, as it wakes
+        `receive_some`; so does the first chunk in flight coming due. A reader that reads
+        with `receive_nowait` and waits here parks on trio's own trap, with no coroutine of
+        this stream's in between.
+
+        Raises:
+            trio.BusyResourceError: another task is receiving or waiting on this stream.
+            trio.ClosedResourceError: this end was closed.
+        """
+        pipe = self._in
+        if self._receiving or pipe.waiter is not None:
+            raise trio.BusyResourceError("another task is already receiving on this stream")
+        if self._closed:
+            raise trio.ClosedResourceError("the stream is closed")
+        if pipe.in_flight and not pipe.link.blocked:
+            return self._wait_due(pipe)
+        return pipe.wait()
+
+    async def _wait_due(self, pipe: _Pipe) -> None:
+        # Data in flight: wake when the first chunk is due (or anything else happens).
+        with trio.move_on_at(pipe.in_flight[0][0]):
+            await pipe.wait()
+
+    @property
     def next_due(self) -> float | None:
         """When the first chunk in flight to this end becomes readable (trio time).
 
@@ -983,6 +1017,16 @@ class SimulatedNetwork:
                 if len(payloads) == 1:
                     return ((seq, payloads[0]),)
                 return tuple(zip(range(seq, seq + len(payloads)), payloads, strict=True))
+            end = len(data)
+            if end >= 4:
+                size = int.from_bytes(data[:4], "big")
+                if size + 4 == end and size <= _TRACE_MAX_FRAME:
+                    # The usual write: exactly one frame.
+                    seq = pipe.seq
+                    pipe.seq += 1
+                    payload = data[4:]
+                    self._split_memo = (data, (payload,))
+                    return ((seq, payload),)
         whole = not pipe.partial
         buf = pipe.partial + data if pipe.partial else data
         marks: list[_Mark] = []
@@ -1015,7 +1059,7 @@ class SimulatedNetwork:
         tracer = self.tracer
         now = trio.current_time()
         marks: tuple[_Mark, ...] = ()
-        if tracer is not None:
+        if tracer is not None and self._due:
             self._advance(now)
         link = pipe.link
         if (

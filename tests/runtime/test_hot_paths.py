@@ -147,6 +147,44 @@ async def test_a_read_of_buffered_data_is_still_a_checkpoint(
         await server.aclose()
 
 
+async def test_a_framed_read_of_a_simulated_link_is_one_checkpoint_and_loses_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A FramedStream over a mem: link reads without waiting and parks on trio's trap: it
+    # is still one schedule point per read, a cancellation comes before any frame is taken,
+    # and a frame whose bytes come in pieces (or after a latency) is waited for.
+    network = SimulatedNetwork()
+    async with network.listen("b") as listener:
+        client = await network.connect("b", source="a")
+        server = FramedStream(await listener.accept())
+        assert server.can_watch
+        await client.send_all(m.Ack(1, 1).encode() + m.Ack(1, 2).encode())
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await server.receive()
+        assert scope.cancelled_caught  # cancelled although frames were waiting...
+        with trio.testing.assert_checkpoints():
+            assert await server.receive() == [[8, 1, 1], [8, 1, 2]]  # ...and none was lost
+        frame = m.Ack(1, 3).encode()
+
+        async def in_pieces() -> None:
+            await trio.sleep(1)
+            await client.send_all(frame[:3])
+            await trio.sleep(1)
+            network.set_latency("a", "b", 0.5)
+            await client.send_all(frame[3:])
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(in_pieces)
+            with trio.testing.assert_checkpoints():
+                assert await server.receive() == [[8, 1, 3]]
+            assert trio.current_time() == pytest.approx(2.5)
+        await client.aclose()
+        with pytest.raises(EOFError):
+            await server.receive()
+        await server.aclose()
+
+
 async def test_wait_data_timeout_counts_from_the_last_frame_heard(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
