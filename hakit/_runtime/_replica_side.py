@@ -378,11 +378,9 @@ class ReplicaRun:
                             # promoted, to be freed only by a full one.
                             event = None
                             try:
-                                values = await framed.receive()
+                                events = self._feed(machine, await framed.receive())
                             except _RECEIVE_FAILURES as exc:
                                 events = iter([self._receive_failed(machine, exc)])
-                            else:
-                                events = self._feed(machine, values)
                     finally:
                         watch_scope.cancel()  # the watchdog ends on every way out
                 if timed_out:

@@ -168,22 +168,19 @@ class FramedStream(trio.abc.AsyncResource):
         """
         # Raises the error of a bad frame that followed the frames returned by the last call.
         values = self._decoder.drain()
-        if not values and self._watchable is not None:
-            return await self._receive_watchable(self._watchable)
-        receive_some = self.stream.receive_some
         size = self.receive_size
-        while not values:
-            values = self._absorb(await receive_some(size))
-        self._received()
-        return values
-
-    async def _receive_watchable(self, stream: _Watchable) -> list[Any]:
+        stream = self._watchable
+        if values or stream is None:
+            receive_some = self.stream.receive_some
+            while not values:
+                values = self._absorb(await receive_some(size))
+            self._received()
+            return values
         # A simulated link: read without waiting, and park on trio's trap only when there
-        # is nothing (one coroutine less per wait than through receive_some, on every
-        # replica of a large cluster once per commit). One schedule point per call, as
-        # receive_some has: the wait, or else a checkpoint split around the taking, so that
-        # a cancellation never comes after bytes were taken.
-        size = self.receive_size
+        # is nothing (no coroutine of the stream's in between: every replica of a large
+        # cluster waits here once per commit). One schedule point per call, as receive_some
+        # has: the wait, or else a checkpoint split around the taking, so that a
+        # cancellation never comes after bytes were taken.
         if stream.readable:
             await trio.lowlevel.checkpoint_if_cancelled()
             waited = False
