@@ -15,6 +15,7 @@ moves bytes.
 from __future__ import annotations
 
 import contextlib
+import select
 import socket as stdlib_socket
 import ssl
 
@@ -71,6 +72,12 @@ class TlsStream(trio.abc.Stream):
         except BaseException:
             raw.close()
             raise
+        # Whether bytes wait on the socket: asked before a read that would likely find none
+        # (a poll costs a fifth of the ssl.SSLWantReadError such a read raises). No poll()
+        # (Windows): reads are just tried.
+        self._poll = select.poll() if hasattr(select, "poll") else None
+        if self._poll is not None:
+            self._poll.register(self._sock.fileno(), select.POLLIN)
         self._handshaken = False
         self._closed = False
         self._broken: BaseException | None = None
@@ -165,6 +172,9 @@ class TlsStream(trio.abc.Stream):
                 waited = await self._handshake()
             self._check_usable()
             try:
+                if self._nothing_arrived():
+                    waited = True
+                    await self._wait(readable=True)
                 while True:
                     try:
                         data = self._sock.recv(size)
@@ -195,7 +205,7 @@ class TlsStream(trio.abc.Stream):
     def _more(self, first: bytes, size: int) -> bytes:
         chunks = [first]
         got = len(first)
-        while got + _MAX_RECORD <= size:
+        while got + _MAX_RECORD <= size and not self._nothing_arrived():
             try:
                 chunk = self._sock.recv(size - got)
             except (ssl.SSLWantReadError, ssl.SSLWantWriteError, ssl.SSLZeroReturnError):
@@ -205,6 +215,15 @@ class TlsStream(trio.abc.Stream):
             if len(chunk) < _MAX_RECORD:
                 break
         return b"".join(chunks)
+
+    def _nothing_arrived(self) -> bool:
+        """Whether a read would ask to wait: OpenSSL holds no plaintext, the socket no byte.
+
+        Without read-ahead OpenSSL takes one record at a time from the socket, so what it
+        holds beyond `pending` is at most part of a record, whose rest has yet to arrive.
+        """
+        poll = self._poll
+        return poll is not None and not self._sock.pending() and not poll.poll(0)
 
     async def aclose(self) -> None:
         """Send TLS's close_notify if the link is healthy (without waiting), then close."""
