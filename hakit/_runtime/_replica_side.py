@@ -527,31 +527,29 @@ class ReplicaRun:
         machine.stop(StopReason.ITERATOR_ERROR, detail)
         return rm.Stopped(StopReason.ITERATOR_ERROR, detail)
 
-    def _apply(self, entries: list[m.Entry], packed: list[bytes] | None) -> str | None:
+    def _apply(self, entries: list[m.Entry], packed: bytes | None) -> str | None:
         """Apply a batch; return an error text if the per-transaction callback raised.
 
-        `packed` holds the entries as received, when the machine has them: kept as they are.
+        `packed` is the entries as received (back to back), when the machine has them: the
+        log keeps them as they are (see TransLog).
         """
         callback = self.params.on_transaction
         log = self.node._log
-        if packed is None:
-            packed = [pack(entry) for entry in entries]
-        # The log keeps each entry packed, as a master does (see TransLog).
         if callback is None:
             if not entries:
                 return None
             self.node.storage.apply(entries)
+            if packed is None:
+                packed = b"".join([pack(entry) for entry in entries])
             first, last = entries[0], entries[-1]
-            if first[1] == last[1]:  # generations never go back: one for the whole batch
-                log.extend(first[0], first[1], packed)
-            else:
-                for entry, p in zip(entries, packed, strict=True):
-                    log.append(entry[0], entry[1], p)
+            # Generations never go back: equal at both ends, one for the whole batch.
+            gens = first[1] if first[1] == last[1] else tuple(e[1] for e in entries)
+            log.extend(first[0], gens, len(entries), packed)
             self.node._applied += len(entries)
             return None
-        for entry, p in zip(entries, packed, strict=True):
+        for entry in entries:
             self.node.storage.apply([entry])
-            log.append(entry[0], entry[1], p)
+            log.append(entry[0], entry[1], pack(entry))
             self.node._applied += 1
             try:
                 callback(TransactionRecord(entry[0], entry[1], entry[2]))

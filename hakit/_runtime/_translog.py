@@ -3,26 +3,48 @@
 Master and replica alike keep the last `maxlen` transactions as they travel (packed), so that
 a replica that comes back can be sent what it missed, and a diverged replica can tell what it
 discards. Txids are consecutive, so an entry's txid is its position; generations change
-rarely (once per promotion), so they are kept as runs. The log thus holds one bytes object
-per transaction and no container of its own: a tuple per transaction (a hundred replicas
-each adding one per commit) was what drove the garbage collector's young collections, each
-of which promoted whatever batch was being applied at that moment.
+rarely (once per promotion), so they are kept as runs. A replica keeps each batch it applied
+as one piece of bytes (its entries as the master packed them, back to back), cut into entries
+only when someone asks (a resync, a divergence): no container per transaction. A tuple per
+transaction, a hundred replicas each adding one per commit, was what drove the garbage
+collector's young collections, each of which promoted whatever batch was being applied.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator
-from itertools import islice
+
+import msgpack
+
+
+def split_packed(blob: bytes, count: int) -> list[bytes]:
+    """Cut `count` msgpack values packed back to back into one bytes object each."""
+    if count == 1:
+        return [blob]
+    unpacker = msgpack.Unpacker(max_buffer_size=max(len(blob), 1))
+    unpacker.feed(blob)
+    out: list[bytes] = []
+    pos = 0
+    for _ in range(count):
+        unpacker.skip()
+        end = unpacker.tell()
+        out.append(blob[pos:end])
+        pos = end
+    return out
 
 
 class TransLog:
     """The packed entries of consecutive txids ``first`` .. ``last``, at most `maxlen`."""
 
-    __slots__ = ("_entries", "_runs", "last")
+    __slots__ = ("_chunks", "_maxlen", "_runs", "_size", "_skip", "last")
 
     def __init__(self, maxlen: int) -> None:
-        self._entries: deque[bytes] = deque(maxlen=maxlen)
+        # (first txid, count, the `count` entries packed back to back), oldest first.
+        self._chunks: deque[tuple[int, int, bytes]] = deque()
+        self._size = 0  # entries in `_chunks`, the `_skip` oldest ones (already gone) included
+        self._skip = 0  # entries of the oldest chunk that are no longer kept
+        self._maxlen = maxlen
         # (first txid, generation) of each run of one generation, oldest first.
         self._runs: deque[tuple[int, int]] = deque()
         #: The txid of the newest entry (meaningless while the log is empty).
@@ -31,53 +53,59 @@ class TransLog:
     @property
     def maxlen(self) -> int:
         """How many entries the log keeps."""
-        maxlen = self._entries.maxlen
-        assert maxlen is not None
-        return maxlen
+        return self._maxlen
 
     @property
     def first(self) -> int:
         """The txid of the oldest entry (``last + 1`` when empty)."""
-        return self.last - len(self._entries) + 1
+        return self.last - len(self) + 1
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return self._size - self._skip
 
     def __bool__(self) -> bool:
-        return bool(self._entries)
+        return self._size > self._skip
 
     def resize(self, maxlen: int) -> None:
         """Keep at most `maxlen` entries from now on (the newest, if there are more)."""
-        if self._entries.maxlen != maxlen:
-            self._entries = deque(self._entries, maxlen=maxlen)
+        self._maxlen = maxlen
+        self._evict()
 
     def clear(self) -> None:
         """Forget every entry (a full load replaced the data they led to)."""
-        self._entries.clear()
+        self._chunks.clear()
         self._runs.clear()
+        self._size = self._skip = 0
 
     def append(self, txid: int, generation: int, packed: bytes) -> None:
         """Add transaction `txid` (a gap, which nothing should make, restarts the log)."""
-        entries = self._entries
-        if txid != self.last + 1 or not entries:
-            self._restart(txid)
+        self._add(txid, 1, packed)
         self._run(txid, generation)
-        entries.append(packed)
-        self.last = txid
+        self._evict()
 
-    def extend(self, first: int, generation: int, packed: list[bytes]) -> None:
-        """Add transactions `first`, `first + 1`, ... all of `generation`."""
-        if not packed:
+    def extend(
+        self, first: int, generations: tuple[int, ...] | int, count: int, blob: bytes
+    ) -> None:
+        """Add `count` transactions from txid `first` on, packed back to back in `blob`.
+
+        `generations` is their one generation, or each one's when they differ.
+        """
+        if not count:
             return
-        if first != self.last + 1 or not self._entries:
-            self._restart(first)
-        self._run(first, generation)
-        self._entries.extend(packed)
-        self.last = first + len(packed) - 1
+        self._add(first, count, blob)
+        if isinstance(generations, int):
+            self._run(first, generations)
+        else:
+            for txid, generation in enumerate(generations, first):
+                self._run(txid, generation)
+        self._evict()
 
-    def _restart(self, txid: int) -> None:
-        self.clear()
-        self.last = txid - 1
+    def _add(self, first: int, count: int, blob: bytes) -> None:
+        if first != self.last + 1 or not self:
+            self.clear()
+        self._chunks.append((first, count, blob))
+        self._size += count
+        self.last = first + count - 1
 
     def _run(self, txid: int, generation: int) -> None:
         runs = self._runs
@@ -88,9 +116,23 @@ class TransLog:
             while len(runs) > 1 and runs[1][0] <= first:
                 runs.popleft()
 
+    def _evict(self) -> None:
+        excess = len(self) - self._maxlen
+        chunks = self._chunks
+        while excess > 0 and chunks:
+            count = chunks[0][1]
+            kept = count - self._skip
+            if excess < kept:
+                self._skip += excess
+                return
+            chunks.popleft()
+            self._size -= count
+            self._skip = 0
+            excess -= kept
+
     def generation_of(self, txid: int) -> int | None:
         """The generation of transaction `txid`, if the log holds it."""
-        if not self.first <= txid <= self.last or not self._entries:
+        if not self or not self.first <= txid <= self.last:
             return None
         generation = None
         for start, gen in self._runs:
@@ -99,18 +141,33 @@ class TransLog:
             generation = gen
         return generation
 
+    def _entries(self, start: int) -> Iterator[tuple[int, bytes]]:
+        """``(txid, packed)`` from txid `start` (at least `first`) on."""
+        for first, count, blob in list(self._chunks):
+            if first + count <= start:
+                continue
+            for txid, packed in enumerate(split_packed(blob, count), first):
+                if txid >= start:
+                    yield txid, packed
+
     def packed(self, start: int, stop: int) -> list[bytes]:
         """The entries of txids `start` up to, not including, `stop` (all held)."""
-        first = self.first
-        if start < first or stop > self.last + 1:
-            raise ValueError(f"txids {start}..{stop - 1} are not all in the log ({first}..)")
-        return list(islice(self._entries, start - first, stop - first))
+        if start < self.first or stop > self.last + 1:
+            raise ValueError(f"txids {start}..{stop - 1} are not all in the log ({self.first}..)")
+        out: list[bytes] = []
+        for txid, packed in self._entries(start):
+            if txid >= stop:
+                break
+            out.append(packed)
+        return out
 
     def __iter__(self) -> Iterator[tuple[int, int, bytes]]:
         """Every entry as ``(txid, generation, packed)``, oldest first."""
+        if not self:
+            return
         runs = list(self._runs)
         index = 0
-        for txid, packed in enumerate(list(self._entries), self.first):
+        for txid, packed in self._entries(self.first):
             while index + 1 < len(runs) and runs[index + 1][0] <= txid:
                 index += 1
             yield txid, runs[index][1], packed

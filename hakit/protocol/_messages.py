@@ -201,11 +201,11 @@ def _entry_unpacker(payload: bytes) -> Any:
 class PackedTxns(Message):
     """A `Txns` message received with its entries still packed (`DecodeLimits.raw_kinds`).
 
-    `batches` decodes the entries a few at a time and hands each one over with its packed
+    `batches` decodes the entries a few at a time and hands them over with their packed
     bytes: a receiver applies a large batch without ever holding all of it decoded (a
     batch decoded whole is thousands of lists alive at once, which the garbage collector
-    promotes and then sweeps in full collections), and keeps each entry as the master
-    packed it instead of packing it again.
+    promotes and then sweeps in full collections), and keeps the entries as the master
+    packed them instead of packing them again.
     """
 
     KIND = Kind.TXNS
@@ -216,7 +216,7 @@ class PackedTxns(Message):
     @property
     def entries(self) -> list[Entry]:
         """Every entry, decoded (all at once)."""
-        return [entry for batch, _packed, _last in self.batches(self.count or 1) for entry in batch]
+        return [entry for batch, _blob, _last in self.batches(self.count or 1) for entry in batch]
 
     def to_wire(self) -> list[Any]:
         return [self.KIND, self.generation, *self.entries]
@@ -224,10 +224,11 @@ class PackedTxns(Message):
     def encode(self) -> bytes:
         return frame(self.payload)
 
-    def batches(self, size: int) -> Iterator[tuple[list[Any], list[bytes], bool]]:
+    def batches(self, size: int) -> Iterator[tuple[list[Any], bytes, bool]]:
         """Yield ``(entries, packed, last)`` for up to `size` entries at a time, in order.
 
-        Each batch is decoded only when asked for; `packed` holds each entry's own bytes.
+        Each batch is decoded only when asked for; `packed` is its entries' bytes, back to
+        back, as the master packed them.
 
         Raises:
             RemoteProtocolError: an entry is not valid msgpack, or bytes follow the last one.
@@ -238,22 +239,18 @@ class PackedTxns(Message):
             unpacker.read_array_header()
             unpacker.skip()  # kind
             unpacker.skip()  # generation
-            unpack, tell = unpacker.unpack, unpacker.tell
+            unpack = unpacker.unpack
             pos, left = self.start, self.count
             while True:
-                entries: list[Any] = []
-                packed: list[bytes] = []
-                for _ in range(min(size, left)):
-                    entries.append(unpack())
-                    end = tell()
-                    packed.append(payload[pos:end])
-                    pos = end
+                entries = [unpack() for _ in range(min(size, left))]
+                end = unpacker.tell()
                 left -= len(entries)
-                if not left and pos != len(payload):
-                    raise ValueError(f"{len(payload) - pos} bytes after the last entry")
-                yield entries, packed, not left
+                if not left and end != len(payload):
+                    raise ValueError(f"{len(payload) - end} bytes after the last entry")
+                yield entries, payload[pos:end], not left
                 if not left:
                     return
+                pos = end
         except (ValueError, TypeError, msgpack.UnpackException) as exc:
             # Unpacker raises OutOfData (an UnpackException), ValueError and others.
             raise RemoteProtocolError(f"Txns frame is not valid msgpack: {exc}") from None

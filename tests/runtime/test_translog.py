@@ -29,12 +29,16 @@ def _packed(txid: int) -> bytes:
     return m.pack_entry(txid, 1, [[0, f"k{txid}", txid]])
 
 
+def _blob(first: int, last: int) -> bytes:
+    return b"".join(_packed(t) for t in range(first, last + 1))
+
+
 def test_txids_are_positions_and_generations_runs() -> None:
     log = TransLog(5)
     assert (len(log), bool(log), log.first) == (0, False, 1)
-    log.extend(3, 1, [_packed(t) for t in (3, 4)])
+    log.extend(3, 1, 2, _blob(3, 4))
     log.append(5, 2, _packed(5))
-    log.extend(6, 2, [_packed(6)])
+    log.extend(6, 2, 1, _blob(6, 6))
     assert (log.first, log.last, len(log)) == (3, 6, 4)
     assert [log.generation_of(t) for t in range(2, 8)] == [None, 1, 1, 2, 2, None]
     assert list(log) == [(3, 1, _packed(3)), (4, 1, _packed(4)), (5, 2, _packed(5)),
@@ -42,28 +46,40 @@ def test_txids_are_positions_and_generations_runs() -> None:
     assert log.packed(4, 6) == [_packed(4), _packed(5)]
     with pytest.raises(ValueError, match="not all in the log"):
         log.packed(2, 4)
-    log.extend(7, 3, [_packed(7), _packed(8)])  # past maxlen: the oldest go
-    assert (log.first, log.last) == (4, 8)
+    log.extend(7, (3, 3), 2, _blob(7, 8))  # past maxlen: the oldest go
+    assert (log.first, log.last, len(log)) == (4, 8, 5)
     assert [log.generation_of(t) for t in (3, 4, 5, 7, 8)] == [None, 1, 2, 3, 3]
+    assert log.packed(4, 9) == [_packed(t) for t in range(4, 9)]  # part of a batch kept
     log.append(9, 3, _packed(9))
     assert log.generation_of(4) is None and [g for _t, g, _p in log] == [2, 2, 3, 3, 3]
     log.append(10, 4, _packed(10))  # a new run: those wholly before the log are dropped
     assert list(log._runs) == [(5, 2), (7, 3), (10, 4)]
 
 
+def test_a_batch_of_mixed_generations_keeps_each_ones() -> None:
+    log = TransLog(100)
+    log.extend(1, (1, 1, 2, 3), 4, _blob(1, 4))
+    assert [log.generation_of(t) for t in range(1, 5)] == [1, 1, 2, 3]
+    assert [t for t, _g, _p in log] == [1, 2, 3, 4]
+
+
 def test_a_gap_restarts_the_log_and_resize_keeps_the_newest() -> None:
     log = TransLog(10)
-    log.extend(1, 1, [_packed(t) for t in range(1, 6)])
+    log.extend(1, 1, 5, _blob(1, 5))
     log.append(9, 1, _packed(9))
     assert (log.first, log.last, list(log)) == (9, 9, [(9, 1, _packed(9))])
-    log.extend(10, 1, [_packed(t) for t in range(10, 14)])
+    log.extend(10, 1, 4, _blob(10, 13))
     log.resize(2)
     assert (log.maxlen, log.first, log.last) == (2, 12, 13)
+    assert log.packed(12, 14) == [_packed(12), _packed(13)]
+    log.resize(1)
+    assert list(log) == [(13, 1, _packed(13))]
     log.clear()
     assert not log and log.generation_of(13) is None
     empty = TransLog(0)  # trans_log_length=0 keeps nothing
     empty.append(1, 1, _packed(1))
-    assert (len(empty), empty.generation_of(1)) == (0, None)
+    empty.extend(2, 1, 2, _blob(2, 3))
+    assert (len(empty), empty.generation_of(1), list(empty)) == (0, None, [])
 
 
 def test_applying_a_large_batch_promotes_nothing() -> None:
@@ -90,7 +106,7 @@ def test_applying_a_large_batch_promotes_nothing() -> None:
         for event in machine.receive_iter(m.parse_message(value), 0.0):
             assert isinstance(event, Apply) and event.packed is not None
             storage.apply(event.entries)
-            log.extend(event.entries[0][0], event.entries[0][1], event.packed)
+            log.extend(event.entries[0][0], 1, len(event.entries), event.packed)
     finally:
         gc.callbacks.remove(count)
     assert collections == []

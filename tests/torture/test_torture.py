@@ -93,7 +93,7 @@ def dropping_apply(monkeypatch: pytest.MonkeyPatch, victim: str) -> None:
     """Make replica `victim` advance its txid but drop the data of what it applies."""
     original = _replica_side.ReplicaRun._apply
 
-    def apply(self: Any, entries: list[Any], packed: list[bytes] | None) -> str | None:
+    def apply(self: Any, entries: list[Any], packed: bytes | None) -> str | None:
         if self.node.name == victim:
             entries = [[txid, generation, []] for txid, generation, _ops in entries]
             packed = None  # what it logs is what it applied
@@ -137,7 +137,7 @@ def test_checker_reports_a_crashed_node(monkeypatch: pytest.MonkeyPatch) -> None
 def test_checker_reports_errors_outside_the_contract(monkeypatch: pytest.MonkeyPatch) -> None:
     original = _replica_side.ReplicaRun._apply
 
-    def apply(self: Any, entries: list[Any], packed: list[bytes] | None) -> str | None:
+    def apply(self: Any, entries: list[Any], packed: bytes | None) -> str | None:
         if entries and entries[0][0] == 2:
             raise ValueError("txid 2 does not follow 2")
         return original(self, entries, packed)
