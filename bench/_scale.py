@@ -182,10 +182,11 @@ def event_log_cost(messages: int = 200_000) -> Figure:
 #
 # One task per replica, as in hakit; each commit's entry is packed once, framed, and handed
 # to every replica's inbox, which wakes it; a replica decodes the frame, applies its ops to a
-# dict, keeps each entry packed in a bounded log, and answers with a framed ack, which the
-# master decodes. Every frame is recorded as a sent and a delivered event tuple in a ring of
-# the event log's capacity (the goals are with the event log on). No validation, no state
-# machines, no timeouts: what is left is what any design with a task per node pays here.
+# dict, keeps each entry's received bytes in a bounded log, and answers with a framed ack,
+# which the master decodes. Every frame is recorded as a sent and a delivered event tuple
+# in a ring of the event log's capacity (the goals are with the event log on). No
+# validation, no state machines, no timeouts: what is left is what any design with a task
+# per node pays here.
 
 
 class _CeilingNet:
@@ -230,7 +231,9 @@ class _CeilingNet:
 
         pack = msgpack.Packer(use_bin_type=True).pack
         data: dict[str, Any] = {}
-        log_: deque[tuple[int, int, bytes]] = deque(maxlen=100_000)
+        # Each entry is kept as the master packed it: its bytes, cut at the unpacker's offsets.
+        log_: deque[bytes] = deque(maxlen=100_000)
+        unpacker = msgpack.Unpacker(raw=False)
         inbox = self.inboxes[i]
         while True:
             while not inbox:
@@ -239,11 +242,20 @@ class _CeilingNet:
             frames, inbox[:] = list(inbox), []
             txid = 0
             for frame in frames:
-                message = msgpack.unpackb(frame[4:], raw=False)
-                for entry in message[2:]:
+                payload = frame[4:]
+                base = unpacker.tell()
+                unpacker.feed(payload)
+                count = unpacker.read_array_header() - 2
+                unpacker.skip()  # kind
+                unpacker.skip()  # generation
+                pos = unpacker.tell() - base
+                for _ in range(count):
+                    entry = unpacker.unpack()
+                    end = unpacker.tell() - base
                     for op in entry[2]:
                         data[op[1]] = op[2]
-                    log_.append((entry[0], entry[1], pack(entry)))
+                    log_.append(payload[pos:end])
+                    pos = end
                     txid = entry[0]
             self.applied[i] = txid
             ack = pack([8, 1, txid])
