@@ -417,6 +417,17 @@ class ReplicaRun:
         only once the caller has acted on (applied) the previous one's events keeps every
         ack at or below what this node really holds.
         """
+        if len(values) == 1:
+            # The usual read, one message: the machine's own lazy events, with no generator
+            # of ours around them (a busy replica reads once per commit).
+            try:
+                msg = m.parse_message(values[0])
+            except RemoteProtocolError as exc:
+                return iter((machine.connection_lost(f"bad message from the master: {exc}"),))
+            return machine.receive_iter(msg, self.node._now())
+        return self._feed_each(machine, values)
+
+    def _feed_each(self, machine: ReplicaMachine, values: list[Any]) -> Iterator[rm.ReplicaEvent]:
         for value in values:
             try:
                 msg = m.parse_message(value)
