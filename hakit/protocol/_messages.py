@@ -76,6 +76,9 @@ class Kind(enum.IntEnum):
 
 
 _ACK = int(Kind.ACK)
+_TXNS = int(Kind.TXNS)
+#: Bytes after the tag of msgpack's uint 8, 16, 32 and 64.
+_UINT_WIDTHS = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}
 
 
 class HelloFlags(enum.IntFlag):
@@ -224,6 +227,26 @@ class PackedTxns(Message):
     def encode(self) -> bytes:
         return frame(self.payload)
 
+    def decode(self) -> tuple[list[Any], bytes]:
+        """Every entry, and their bytes back to back (for a batch small enough to decode whole).
+
+        Raises:
+            RemoteProtocolError: an entry is not valid msgpack, or bytes follow the last one.
+        """
+        # One C call (a commit's frame is usually one entry), decoding the entries' bytes,
+        # which run to the payload's end, as an array.
+        blob = self.payload[self.start :]
+        try:
+            entries = msgpack.unpackb(
+                array_header(self.count) + blob, raw=False, strict_map_key=False
+            )
+        except msgpack.ExtraData as exc:
+            detail = f"{len(exc.extra)} bytes after the last entry"
+            raise RemoteProtocolError(f"Txns frame is not valid msgpack: {detail}") from None
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+            raise RemoteProtocolError(f"Txns frame is not valid msgpack: {exc}") from None
+        return entries, blob
+
     def batches(self, size: int) -> Iterator[tuple[list[Any], bytes, bool]]:
         """Yield ``(entries, packed, last)`` for up to `size` entries at a time, in order.
 
@@ -234,6 +257,9 @@ class PackedTxns(Message):
             RemoteProtocolError: an entry is not valid msgpack, or bytes follow the last one.
         """
         payload = self.payload
+        if self.count <= size:
+            yield *self.decode(), True
+            return
         try:
             unpacker = _entry_unpacker(payload)
             unpacker.read_array_header()
@@ -262,20 +288,35 @@ def parse_packed_txns(payload: bytes) -> PackedTxns:
     Raises:
         RemoteProtocolError: the payload is no `Txns` message.
     """
+    # The usual head, read from its bytes: an array header, the kind (a fixint), and the
+    # generation as msgpack-python packs a non-negative int (fixint or uint 8/16/32/64).
+    size = len(payload)
+    head = payload[0] if size else 0
+    at = 1 if head & 0xF0 == 0x90 else 3 if head == 0xDC else 5 if head == 0xDD else 0
+    if at and size > at + 1 and payload[at] == _TXNS:
+        length = head & 0x0F if at == 1 else int.from_bytes(payload[1:at], "big")
+        first = payload[at + 1]
+        width = 0 if first < 0x80 else _UINT_WIDTHS.get(first, -1)
+        start = at + 2 + width
+        if length >= 2 and width >= 0 and size >= start:
+            generation = first if not width else int.from_bytes(payload[at + 2 : start], "big")
+            if generation <= MAX_COUNTER:
+                return PackedTxns(generation, payload, start, length - 2)
+    # Anything else (another encoder's choices, or not a Txns at all) is read by msgpack.
     try:
         unpacker = _entry_unpacker(payload)
         length = unpacker.read_array_header()
         kind = unpacker.unpack() if length > 0 else None
-        generation = unpacker.unpack() if length > 1 else None
+        value = unpacker.unpack() if length > 1 else None
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise RemoteProtocolError(f"frame is not valid msgpack: {exc}") from None
     if length < 2:
         raise RemoteProtocolError(f"frame is not a message array of 2 items or more ({length})")
     if type(kind) is not int or kind != Kind.TXNS:
         raise RemoteProtocolError(f"only Txns messages are read packed, not kind {_short(kind)}")
-    if type(generation) is not int or not 0 <= generation <= MAX_COUNTER:
-        raise RemoteProtocolError(f"Txns: bad generation {_short(generation)}")
-    return PackedTxns(generation, payload, unpacker.tell(), length - 2)
+    if type(value) is not int or not 0 <= value <= MAX_COUNTER:
+        raise RemoteProtocolError(f"Txns: bad generation {_short(value)}")
+    return PackedTxns(value, payload, unpacker.tell(), length - 2)
 
 
 @dataclass(frozen=True, slots=True)

@@ -411,6 +411,13 @@ class ReplicaMachine:
         return [Apply(msg.entries), *self._check_synced()]
 
     def _packed_txns(self, msg: m.PackedTxns) -> Iterator[ReplicaEvent]:
+        if msg.count <= APPLY_BATCH:  # the usual frame (one commit's): in one piece
+            entries, packed = msg.decode()
+            self._check_entries(entries)
+            yield Apply(entries, packed)
+            if not self._synced:
+                yield from self._check_synced()
+            return
         for entries, packed, last in msg.batches(APPLY_BATCH):
             if self.state is ReplicaState.STOPPED:
                 return  # stopped meanwhile (a timer, a local stop): nothing more is handed out

@@ -186,3 +186,26 @@ def test_nothing_more_is_handed_out_once_stopped_meanwhile() -> None:
     replica.stop(StopReason.STOPPED_BY_LOCAL_REQUEST, "replica_stop() called")
     assert list(events) == []
     assert replica.txid == 5 + APPLY_BATCH
+
+
+@pytest.mark.parametrize(
+    ("head", "generation"),
+    [
+        (b"\x94\x07\x05", 5),  # fixarray, fixint generation
+        (b"\x94\x07\xcd\x01\x2c", 300),  # uint 16
+        (b"\xdc\x00\x04\x07\xcf" + (2**40).to_bytes(8, "big"), 2**40),  # array 16, uint 64
+        (b"\xdd\x00\x00\x00\x04\x07\xce\x00\x01\x00\x00", 65536),  # array 32, uint 32
+        (b"\x94\x07\xd0\x05", 5),  # int 8: another encoder's choice, read by msgpack
+        (b"\x94\x07\xd1\x01\x2c", 300),  # int 16
+    ],
+)
+def test_the_head_is_read_as_any_encoder_may_write_it(head: bytes, generation: int) -> None:
+    entries = run(6, 7, generation=generation)
+    msg = m.parse_message(head + b"".join(pack(e) for e in entries))
+    assert isinstance(msg, m.PackedTxns)
+    assert (msg.generation, msg.count, msg.entries) == (generation, 2, entries)
+
+
+def test_a_generation_past_the_largest_counter_is_refused_packed() -> None:
+    with pytest.raises(RemoteProtocolError, match="bad generation"):
+        m.parse_message(b"\x92\x07\xcf" + (2**63).to_bytes(8, "big"))
