@@ -181,12 +181,12 @@ def event_log_cost(messages: int = 200_000) -> Figure:
 # -- ceilings: the same work in bare trio and msgpack, no hakit ----------------------------
 #
 # One task per replica, as in hakit; each commit's entry is packed once, framed, and handed
-# to every replica's inbox, which wakes it; a replica decodes the frame, applies its ops to a
-# dict, keeps each entry's received bytes in a bounded log, and answers with a framed ack,
-# which the master decodes. Every frame is recorded as a sent and a delivered event tuple
-# in a ring of the event log's capacity (the goals are with the event log on). No
-# validation, no state machines, no timeouts: what is left is what any design with a task
-# per node pays here.
+# to every replica's inbox, which wakes it; a replica decodes the frame entry by entry,
+# applies their ops to a dict, keeps the frame's received bytes in a bounded log, and answers
+# with a framed ack, which the master decodes. Every frame is recorded as a sent and a
+# delivered event tuple in a ring of the event log's capacity (the goals are with the event
+# log on). No validation, no state machines, no timeouts: what is left is what any design
+# with a task per node pays here.
 
 
 class _CeilingNet:
@@ -231,8 +231,10 @@ class _CeilingNet:
 
         pack = msgpack.Packer(use_bin_type=True).pack
         data: dict[str, Any] = {}
-        # Each entry is kept as the master packed it: its bytes, cut at the unpacker's offsets.
+        # A frame's entries are kept as the master packed them: the frame's bytes, one blob.
         log_: deque[bytes] = deque(maxlen=100_000)
+        # Entries are decoded one at a time from a stream: a large batch decoded whole would
+        # be thousands of young lists at once, for the garbage collector to sweep.
         unpacker = msgpack.Unpacker(raw=False)
         inbox = self.inboxes[i]
         while True:
@@ -243,20 +245,16 @@ class _CeilingNet:
             txid = 0
             for frame in frames:
                 payload = frame[4:]
-                base = unpacker.tell()
                 unpacker.feed(payload)
                 count = unpacker.read_array_header() - 2
                 unpacker.skip()  # kind
                 unpacker.skip()  # generation
-                pos = unpacker.tell() - base
                 for _ in range(count):
                     entry = unpacker.unpack()
-                    end = unpacker.tell() - base
                     for op in entry[2]:
                         data[op[1]] = op[2]
-                    log_.append(payload[pos:end])
-                    pos = end
                     txid = entry[0]
+                log_.append(payload)
             self.applied[i] = txid
             ack = pack([8, 1, txid])
             self.to_master(i, len(ack).to_bytes(4, "big") + ack)
