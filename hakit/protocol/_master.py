@@ -47,12 +47,17 @@ class MasterView:
 def decide_handshake(hello: m.Hello, view: MasterView) -> tuple[m.Welcome | m.Reject, m.SyncKind]:
     """Answer a replica's `Hello`: accept with a sync plan, or refuse with a reason.
 
+    A refusal's stop reason is HANDSHAKE_FAILED, for good, except for a name already
+    attached: CONNECTION_ABORTED, which a replica waits out.
+
     Returns:
         The message to send back and the sync plan (meaningless for a `Reject`).
     """
 
-    def reject(detail: str) -> tuple[m.Reject, m.SyncKind]:
-        return m.Reject(view.generation, int(StopReason.HANDSHAKE_FAILED), detail), m.SyncKind.FULL
+    def reject(
+        detail: str, reason: StopReason = StopReason.HANDSHAKE_FAILED
+    ) -> tuple[m.Reject, m.SyncKind]:
+        return m.Reject(view.generation, int(reason), detail), m.SyncKind.FULL
 
     if hello.version != m.PROTOCOL_VERSION:
         return reject(
@@ -64,7 +69,15 @@ def decide_handshake(hello: m.Hello, view: MasterView) -> tuple[m.Welcome | m.Re
     if hello.node == view.node:
         return reject(f"replica name {hello.node!r} is the master's own name")
     if hello.node in view.names_in_use:
-        return reject(f"a replica named {hello.node!r} is already attached")
+        # Not HANDSHAKE_FAILED: usually the same replica back after a crash or a restart,
+        # before this master has seen its old link end (a cut cable says nothing until a
+        # timeout). It waits and tries again, as for a node not yet a master; the old link
+        # is never replaced, or anyone who knew a replica's name could cut it off.
+        return reject(
+            f"a replica named {hello.node!r} is already attached (the master has not yet "
+            "seen its old link end)",
+            StopReason.CONNECTION_ABORTED,
+        )
     try:
         history = h.from_wire(hello.history)
     except RemoteProtocolError as exc:
