@@ -112,7 +112,10 @@ def _steps(cfg: Config, quick: bool) -> list[tuple[str, Step]]:
 
         duration = max(cfg.duration, 2.0)
         ceiling = await sync_ceiling(duration)
-        return {"scale_sync_ceiling": ceiling, "scale_sync_100": await sync_commits(duration)}
+        one = await sync_commits(duration)
+        # Context, no goal: sixteen writers at once share each frame and ack (group commit).
+        sixteen = await sync_commits(duration, writers=16)
+        return {"scale_sync_ceiling": ceiling, "scale_sync_100": one, "scale_sync_100_w16": sixteen}
 
     async def scale_async() -> dict[str, Figure]:
         from ._scale import async_ceiling, async_commits

@@ -54,32 +54,44 @@ def _detached(cluster: Any) -> int:
     return sum(1 for e in cluster.events if isinstance(e, hakit.ReplicaDetached))
 
 
-async def sync_commits(duration: float, nodes: int = 100) -> Figure:
-    """Synchronous commits per second, ack policy ALL, `nodes - 1` replicas."""
+async def sync_commits(duration: float, nodes: int = 100, writers: int = 1) -> Figure:
+    """Synchronous commits per second, ack policy ALL, `nodes - 1` replicas.
+
+    With several `writers` committing at once, their commits share frames and acks (group
+    commit): context for the figure, whose goal is for one writer.
+    """
     import hakit
 
     fig = Figure("txn/s")
     async with hakit.open_cluster(seed=1) as cluster, trio.open_nursery() as nursery:
         params = hakit.MasterParams(max_replicas=nodes)
         master, _ = await _cluster_with_replicas(cluster, nursery, nodes - 1, params)
+        counts = [0] * writers
         start = time.perf_counter()
-        count = await _commit_for(master, duration)
+        async with trio.open_nursery() as writing:
+            for w in range(writers):
+                writing.start_soon(_count_commits, master, duration, counts, w)
         elapsed = time.perf_counter() - start
+        count = sum(counts)
         fig.add(count / elapsed)
-        fig.extra.update(nodes=nodes, commits=count, detached=_detached(cluster),
-                         events=cluster.events.total)  # fmt: skip
-        log(f"scale: {nodes} nodes, {count} sync commits in {elapsed:.2f} s")
+        fig.extra.update(nodes=nodes, writers=writers, commits=count,
+                         detached=_detached(cluster), events=cluster.events.total)  # fmt: skip
+        log(f"scale: {nodes} nodes, {writers} writers, {count} sync commits in {elapsed:.2f} s")
         nursery.cancel_scope.cancel()
     return fig
 
 
-async def _commit_for(master: Any, duration: float) -> int:
+async def _count_commits(master: Any, duration: float, counts: list[int], w: int) -> None:
+    counts[w] = await _commit_for(master, duration, prefix=f"w{w}-")
+
+
+async def _commit_for(master: Any, duration: float, prefix: str = "k") -> int:
     """Commit one put after another on `master` for `duration` seconds; return how many."""
     start = time.perf_counter()
     count = 0
     while time.perf_counter() - start < duration:
         async with master.transaction() as tx:
-            tx.put(f"k{count}", count)
+            tx.put(f"{prefix}{count}", count)
         count += 1
     return count
 
