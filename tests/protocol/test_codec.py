@@ -269,3 +269,161 @@ def test_a_hello_with_the_longest_history_fits_the_handshake_limits() -> None:
     decoder = FrameDecoder(limits=HANDSHAKE_LIMITS)
     decoder.feed(hello.encode())
     assert m.parse_message(decoder.drain()[0]) == hello
+
+
+# -- the fast paths against a reference decoder ---------------------------------------------
+
+# One token of a stream: a good frame, a frame whose payload is not one msgpack value, or a
+# length prefix past the maximum (the stream is lost from there on).
+_MAX = 64
+# Values made of containers only (a byte each): as many containers as the payload has bytes,
+# right at the edge of a container budget.
+containers = st.recursive(
+    st.builds(list) | st.builds(dict), lambda children: st.lists(children, max_size=3)
+)
+tokens = st.one_of(
+    (values | containers).map(lambda v: ("good", v)),
+    st.sampled_from([b"\xc1", b"\x92\x01", b"\x01\x02", b""]).map(lambda p: ("bad", p)),
+    st.just(("oversized", None)),
+)
+
+
+def _reference(stream: list[tuple[str, Any]], budget: int | None) -> tuple[bytes, list[Any], bool]:
+    """The stream's bytes, the values a decoder must return, and whether it must then fail.
+
+    Decodes frame by frame with msgpack alone, counting every container against `budget`
+    (no shortcut), and stops at the first frame that breaks the stream.
+    """
+    data, out = b"", []
+    for kind, item in stream:
+        if kind == "oversized":
+            return data + (_MAX + 1).to_bytes(4, "big") + b"\x00" * 3, out, True
+        payload = pack(item) if kind == "good" else item
+        if len(payload) > _MAX:
+            continue  # a value too large for this stream's maximum: left out of it
+        data += frame(payload)
+        left = [budget]
+
+        def count(container: Any, left: list[Any] = left) -> Any:
+            if left[0] is not None:
+                left[0] -= 1
+                if left[0] < 0:
+                    raise ValueError("over budget")
+            return container
+
+        try:
+            value = msgpack.unpackb(
+                payload, raw=False, strict_map_key=False, list_hook=count, object_hook=count
+            )
+        except Exception:
+            return data, out, True
+        out.append(value)
+    return data, out, False
+
+
+@given(
+    st.lists(tokens, max_size=8),
+    st.one_of(st.none(), st.integers(0, 12)),
+    st.data(),
+)
+def test_pieces_of_any_buffer_type_decode_as_the_reference_does(
+    stream: list[tuple[str, Any]], budget: int | None, data: st.DataObject
+) -> None:
+    # Bytes (kept without a copy while they hold whole frames), bytearrays and memoryviews
+    # (copied: the caller may reuse its buffer, which is overwritten here after each feed),
+    # fed at random cuts, with or without a drain in between: the same values in the same
+    # order, then the stream's error, raised by the drain after the last good frame and by
+    # every drain after it.
+    from hakit.protocol import DecodeLimits
+
+    raw, expected, fails = _reference(stream, budget)
+    cuts = data.draw(st.lists(st.integers(0, len(raw)), max_size=10).map(sorted))
+    decoder = FrameDecoder(_MAX, limits=DecodeLimits(_MAX, max_containers=budget))
+    got: list[Any] = []
+    error: RemoteProtocolError | None = None
+    start = 0
+    for cut in [*cuts, len(raw)]:
+        piece = raw[start:cut]
+        start = cut
+        kind = data.draw(st.sampled_from(["bytes", "bytearray", "memoryview"]))
+        if kind == "bytes":
+            decoder.feed(piece)
+        else:
+            reused = bytearray(piece)
+            decoder.feed(reused if kind == "bytearray" else memoryview(reused))
+            reused[:] = b"\xc1" * len(reused)  # the caller's next read overwrites it
+        if error is None and data.draw(st.booleans()):
+            try:
+                got += decoder.drain()
+            except RemoteProtocolError as exc:
+                error = exc
+    if error is None:
+        try:
+            got += decoder.drain()
+            if fails:
+                decoder.drain()
+        except RemoteProtocolError as exc:
+            error = exc
+    assert got == expected
+    assert (error is not None) == fails
+    if error is not None:
+        with pytest.raises(RemoteProtocolError) as again:
+            decoder.drain()
+        assert again.value is error
+    else:
+        assert decoder.buffered == 0
+
+
+@pytest.mark.parametrize("lead", [0, 1, 3])
+@pytest.mark.parametrize("tail", [0, 1, 4, 6])
+def test_a_bad_frame_alone_or_after_good_ones_with_a_partial_tail(lead: int, tail: int) -> None:
+    # The single-frame path (the read is exactly one frame) and the loop break the same way;
+    # a partial frame after a whole one is kept, whichever buffer type brought it.
+    good = b"".join(encode_frame(i) for i in range(lead))
+    rest = encode_frame("after")
+    for bad in (frame(b"\xc1"), (_MAX + 1).to_bytes(4, "big")):
+        decoder = FrameDecoder(_MAX)
+        decoder.feed(good + bad + rest[:tail])
+        if lead:
+            assert decoder.drain() == list(range(lead))
+        with pytest.raises(RemoteProtocolError):
+            decoder.drain()
+        assert decoder.buffered == 0
+    for feed_type in (bytes, bytearray, memoryview):
+        decoder = FrameDecoder(_MAX)
+        decoder.feed(feed_type(good + rest[:tail]))  # type: ignore[operator]
+        assert decoder.drain() == list(range(lead))
+        assert decoder.buffered == (tail if tail < len(rest) else 0)
+        decoder.feed(feed_type(rest[tail:]))  # type: ignore[operator]
+        assert decoder.drain() == ["after"] and decoder.buffered == 0
+
+
+@pytest.mark.parametrize("budget", [0, 1, 2, 7])
+@pytest.mark.parametrize("after_a_frame", [False, True])
+def test_a_payload_one_byte_longer_than_the_budget_is_counted(
+    budget: int, after_a_frame: bool
+) -> None:
+    # A payload no longer than the budget is decoded without counting (it cannot hold more
+    # containers than it has bytes); one byte more is counted: budget + 1 nested arrays,
+    # one byte each, are refused, whether the frame comes alone or after another.
+    from hakit.protocol import DecodeLimits
+
+    def nested(depth: int) -> list[Any]:
+        value: list[Any] = []
+        for _ in range(depth - 1):
+            value = [value]
+        return value
+
+    lead = encode_frame(1) if after_a_frame else b""
+    for depth, fits in ((budget, True), (budget + 1, False)):
+        payload = pack(nested(depth)) if depth else pack(None)
+        assert len(payload) == max(depth, 1)
+        decoder = FrameDecoder(limits=DecodeLimits(max_containers=budget))
+        decoder.feed(lead + frame(payload))
+        if fits:
+            assert decoder.drain() == [1] * after_a_frame + [msgpack.unpackb(payload)]
+            continue
+        if after_a_frame:
+            assert decoder.drain() == [1]
+        with pytest.raises(RemoteProtocolError, match=f"more than {budget} arrays and maps"):
+            decoder.drain()

@@ -204,3 +204,77 @@ async def test_a_send_cancelled_midway_breaks_the_stream(
         # Some of it may be on the wire, some half-encrypted: nothing can follow it.
         with pytest.raises(trio.BrokenResourceError):
             await client.send_all(b"more")
+
+
+async def test_a_receive_cancelled_with_a_partial_record_inside_openssl_loses_nothing(
+    listener: tuple[trio.abc.Listener[trio.abc.Stream], str], client_ssl: ssl.SSLContext
+) -> None:
+    # A proxy between the two ends lets through only the first bytes of a record: the
+    # server's OpenSSL reads them and the receive waits for the rest. Cancelled there, it
+    # takes nothing: once the rest comes, the next receive returns the whole plaintext. A
+    # receive cancelled while plaintext is already waiting takes nothing either.
+    tls_listener, bound = listener
+    host, port = bound.rsplit(":", 1)
+    (front,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    gate = trio.Event()
+    cut = [False]
+
+    async def pump(source: trio.abc.Stream, sink: trio.abc.Stream, gated: bool) -> None:
+        while data := await source.receive_some(65536):
+            if gated and cut[0]:
+                cut[0] = False
+                await sink.send_all(data[:10])
+                await gate.wait()
+                data = data[10:]
+            await sink.send_all(data)
+
+    async def proxy() -> None:
+        near = await front.accept()
+        far = await trio.open_tcp_stream(host, int(port))
+        async with near, far, trio.open_nursery() as pumps:
+            pumps.start_soon(pump, near, far, True)
+            pumps.start_soon(pump, far, near, False)
+
+    async with front, trio.open_nursery() as nursery:
+        nursery.start_soon(proxy)
+        front_port = front.socket.getsockname()[1]
+        accepted: list[TlsStream] = []
+
+        async def accept() -> None:
+            stream = await tls_listener.accept()
+            assert isinstance(stream, TlsStream)
+            await stream.do_handshake()
+            accepted.append(stream)
+
+        async with trio.open_nursery() as handshakes:
+            handshakes.start_soon(accept)
+            client = await connect(f"127.0.0.1:{front_port}", ssl_context=client_ssl)
+        assert isinstance(client, TlsStream)
+        server = accepted[0]
+        payload = bytes(range(256)) * 4
+        cut[0] = True
+        await client.send_all(payload)
+        while queued_bytes(server) < 10:
+            await trio.lowlevel.checkpoint()
+        with trio.CancelScope() as scope:
+
+            async def cancel_when_blocked() -> None:
+                await trio.testing.wait_all_tasks_blocked()
+                scope.cancel()
+
+            async with trio.open_nursery() as canceller:
+                canceller.start_soon(cancel_when_blocked)
+                await server.receive_some()
+        assert scope.cancelled_caught
+        # OpenSSL took the record's first bytes and holds them, with no plaintext yet.
+        assert queued_bytes(server) == 0 and server.ssl_socket.pending() == 0
+        gate.set()
+        assert await server.receive_some(8) == payload[:8]
+        with trio.CancelScope() as again:
+            again.cancel()
+            await server.receive_some()
+        assert again.cancelled_caught
+        assert await server.receive_some() == payload[8:]
+        await client.aclose()
+        await server.aclose()
+        nursery.cancel_scope.cancel()
