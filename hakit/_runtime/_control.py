@@ -17,6 +17,7 @@ import datetime
 import enum
 import math
 import secrets
+import ssl
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -538,6 +539,18 @@ class ControlClient:
             ) from None  # fmt: skip
         except (OSError, EOFError, trio.BrokenResourceError, RemoteProtocolError) as exc:
             why = str(exc) or str(exc.__cause__ or type(exc).__name__)
+            tls = self.security.tls
+            if (
+                tls is not None
+                and tls.server is None
+                and isinstance(exc.__cause__ or exc, ssl.SSLError | EOFError)
+            ):
+                # TLS 1.3 tells a client of a refused client certificate only as a broken
+                # read after its handshake: say the likely cause in plain words.
+                why += (
+                    "; if the node asks for client certificates (mutual TLS), this client "
+                    "presents none: give it one (--tls-cert)"
+                )
             raise HAIOError(
                 f"could not reach the node at {address}: {why}",
                 stop_reason=StopReason.CONNECTION_ABORTED, address=address,

@@ -274,6 +274,7 @@ def test_tls_and_mutual_tls_between_processes(
     # Trusting the CA without a client certificate: the mutual TLS node refuses.
     status, _, err = hakit("status", master.address, "--tls-ca", pki["ca"], capsys=capsys)
     assert status == 3 and "could not reach" in err
+    assert "this client presents none: give it one (--tls-cert)" in err  # the likely cause
     # Not trusting the CA: the certificate is not verified.
     own = ("--tls-cert", pki["cert"], "--tls-key", pki["key"])
     status, _, err = hakit("status", master.address, *own, capsys=capsys)
