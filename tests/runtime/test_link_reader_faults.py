@@ -193,3 +193,32 @@ async def test_a_batch_applied_in_one_piece_is_discarded_entry_by_entry_on_diver
         ]
         assert dict(r2.items()) == dict(r1.items()) == {"x": 0, "y": "from r1"}
         nursery.cancel_scope.cancel()
+
+
+async def test_a_framed_read_cancelled_in_the_middle_of_a_frame_keeps_its_first_bytes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The read of a mem: link takes the first bytes of a frame, then parks for the rest;
+    # cancelled there, it loses nothing: the next read returns the frame once it is whole,
+    # and a cut (a hold) in the middle of the next frame changes nothing either.
+    network = SimulatedNetwork()
+    async with network.listen("b") as listener:
+        client = await network.connect("b", source="a")
+        server = FramedStream(await listener.accept())
+        first, second = m.Ack(1, 1).encode(), m.Ack(1, 2).encode()
+        await client.send_all(first[:5])
+        with trio.move_on_after(1) as scope:
+            await server.receive()
+        assert scope.cancelled_caught and server.partial_since is not None
+        await client.send_all(first[5:] + second[:2])
+        assert await server.receive() == [[8, 1, 1]]
+        network.hold("a", "b")
+        await client.send_all(second[2:])
+        with trio.move_on_after(1) as scope:
+            await server.receive()
+        assert scope.cancelled_caught
+        network.release("a", "b")
+        assert await server.receive() == [[8, 1, 2]]
+        assert server.partial_since is None
+        await client.aclose()
+        await server.aclose()
