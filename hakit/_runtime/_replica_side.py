@@ -297,10 +297,11 @@ class ReplicaRun:
                 )  # fmt: skip
             assert isinstance(first, rm.Welcomed)
             assert framed is not None
-            if not framed.limits.max_containers:
+            limits = framed.limits
+            if (limits.max_containers, limits.max_array_len, limits.max_map_len) == (None,) * 3:
                 # Transaction batches are read packed and decoded a piece at a time as they
                 # are applied (rm.APPLY_BATCH), their entries' bytes kept for the log.
-                framed.set_limits(dataclasses.replace(framed.limits, raw_kinds=_RAW_KINDS))
+                framed.set_limits(dataclasses.replace(limits, raw_kinds=_RAW_KINDS))
             self.session.master, self.session.master_address = first.master, address
             if machine.generation > self.node.generation:
                 self.node.storage.set_generation(machine.generation)

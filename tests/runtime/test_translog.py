@@ -145,3 +145,30 @@ async def test_a_replica_logs_the_bytes_the_master_packed(
         assert r2.get("k319") == 319 and r2.get("k5") == [5, {"nested": 5}]
         assert dict(r2.items()) == dict(r1.items())
         nursery.cancel_scope.cancel()
+
+
+async def test_a_large_batch_is_applied_in_pieces_and_acknowledged_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # 300 asynchronous commits leave in one Txns frame; the replica reads it packed, applies
+    # it in pieces of 64 and acknowledges once, for all 300.
+    async with hakit.open_cluster() as cluster, trio.open_nursery() as nursery:
+        master = await cluster.add_node("m")
+        master.set_master_params(MasterParams(mode=MasterMode.ASYNC))
+        replica = await cluster.add_node("r1")
+        run_attach(nursery, replica, "mem:m", ReplicaParams())
+        await master.attach_replica(timeout=5)
+        for i in range(300):
+            await commit(master, **{f"k{i}": i})
+        await wait_until(lambda: replica.txid == master.txid)
+        await trio.sleep(0.1)  # the ack reaches the master (well within a keep-alive interval)
+        sent = [
+            e for e in cluster.events if isinstance(e, hakit.MessageEvent) and e.action == "sent"
+        ]
+        txns = [e for e in sent if e.kind == "TXNS"]
+        acks = [e for e in sent if e.kind == "ACK" and e.fields["txid"] > 0]
+        entries = master._log.packed(master.txid - 299, master.txid + 1)
+        assert len(txns) == 1 and txns[0].size > sum(map(len, entries))  # all in one frame
+        assert [e.fields["txid"] for e in acks] == [master.txid]
+        assert replica._log.packed(master.txid - 299, master.txid + 1) == entries
+        nursery.cancel_scope.cancel()
