@@ -234,7 +234,11 @@ class LiveCluster:
 
     @property
     def log(self) -> list[LogEntry]:
-        """The stop-reason log, oldest first (the newest `LOG_LENGTH` entries)."""
+        """The stop-reason log, oldest first (the newest `LOG_LENGTH` entries), up to now."""
+        if self._cluster is not None:
+            # What happened since the watcher last looked comes too: a cell that awaited a
+            # stop and then reads the log must find it, however busy the machine.
+            self._read_events()
         return list(self._log)
 
     @property

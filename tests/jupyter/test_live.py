@@ -79,6 +79,10 @@ def test_stop_cancel_and_detach_resolve_their_attach_handles(aio) -> None:
         assert "its own application" in stopped._repr_html_()
 
         assert await cluster.cancel("gamma") is hakit.StopReason.CANCELLED
+        # Read at once, before the watcher's next look: the log already has the stop.
+        assert next(
+            (e.node, e.kind, e.reason) for e in reversed(cluster.log) if e.kind == "stopped"
+        ) == ("gamma", "stopped", hakit.StopReason.CANCELLED)
 
         again = cluster.attach("beta", "alpha")
         await cluster.wait_synced("beta")
