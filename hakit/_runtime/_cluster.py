@@ -14,7 +14,15 @@ from ..storage import MemoryStorage, SqliteStorage, Storage
 from ..transports import SimulatedNetwork
 from ..transports._memory import Route
 from ._decode import frame_kind
-from ._events import Event, EventLog, MessageEvent, NetworkChanged, NodeCrashed, NodeRestarted
+from ._events import (
+    Event,
+    EventLog,
+    MessageEvent,
+    MessageRecord,
+    NetworkChanged,
+    NodeCrashed,
+    NodeRestarted,
+)
 from ._node import Node
 from ._params import NodeLimits
 from ._statistics import NodeStatistics
@@ -65,11 +73,8 @@ class _Tracer:
     ) -> None:
         if frame is None:
             kind, size, frame = signal, 0, b""
-        elif frame is self._last_frame:  # its "delivered" after its "sent": named once
-            kind, size = self._last_kind, len(frame) + 4
         else:
-            kind, size = frame_kind(frame), len(frame) + 4
-            self._last_frame, self._last_kind = frame, kind
+            kind, size = self._kind(frame), len(frame) + 4
         sender = route.sender
         place = sender if action == "sent" or action == "held" else route.receiver
         # A plain tuple (see MessageRecord): the log builds the MessageEvent when it is read.
@@ -77,9 +82,21 @@ class _Tracer:
                   seq, kind, size, sent, due, retransmits, detail, frame)  # fmt: skip
         self.log.append_message(record)
         if action == "delivered" and self.watchers:
-            event = MessageEvent(*record)
-            for watcher in list(self.watchers):
-                watcher(event)
+            self._tell_watchers(record)
+
+    def _kind(self, frame: bytes) -> str:
+        # The same frame is often named twice in a row (its "sent", then its "delivered";
+        # one commit's frame to each replica in turn): decoded once.
+        if frame is self._last_frame:
+            return self._last_kind
+        kind = frame_kind(frame)
+        self._last_frame, self._last_kind = frame, kind
+        return kind
+
+    def _tell_watchers(self, delivered: MessageRecord) -> None:
+        event = MessageEvent(*delivered)
+        for watcher in list(self.watchers):
+            watcher(event)
 
     def passed(
         self, time: float, route: Route, marks: tuple[tuple[int, bytes | None], ...]
@@ -89,20 +106,13 @@ class _Tracer:
         append = self.log.append_passed
         for seq, frame in marks:
             assert frame is not None
-            if frame is self._last_frame:  # the same commit's frame, to the next replica
-                kind = self._last_kind
-            else:
-                kind = frame_kind(frame)
-                self._last_frame, self._last_kind = frame, kind
-            size = len(frame) + 4
+            kind, size = self._kind(frame), len(frame) + 4
             delivered = (time, receiver or "?", "delivered", sender, receiver, link, outbound,
                          seq, kind, size, time, None, 0, "", frame)  # fmt: skip
             append((time, sender or "?", "sent", sender, receiver, link, outbound,
                     seq, kind, size, time, time, 0, "", frame), delivered)  # fmt: skip
             if self.watchers:
-                event = MessageEvent(*delivered)
-                for watcher in list(self.watchers):
-                    watcher(event)
+                self._tell_watchers(delivered)
 
     def fault(self, time: float, action: str, detail: str) -> None:
         self.log.append(NetworkChanged(time, "network", action, detail))

@@ -494,17 +494,8 @@ class EventLog:
         pending = self._pending
         if time > self._pending_time:
             if pending:
-                ring = self._ring
-                if self._in_order and self.sink is None and ring.maxlen is not None:
-                    # What _flush does with an instant already in order, without a new list.
-                    over = len(ring) + len(pending) - ring.maxlen
-                    if over > 0:
-                        self.dropped += over
-                    ring.extend(pending)
-                    pending.clear()
-                else:
-                    self._flush()
-                    pending = self._pending
+                self._flush()
+                pending = self._pending
             self._pending_time = time
             self._in_order = True
         elif pending:
@@ -514,15 +505,19 @@ class EventLog:
 
     def _flush(self) -> None:
         pending = self._pending
-        self._pending = []
         if not self._in_order:
             pending.sort(key=_order)
         if self.sink is None:
             ring = self._ring
             if ring.maxlen is not None:
-                self.dropped += max(len(ring) + len(pending) - ring.maxlen, 0)
+                over = len(ring) + len(pending) - ring.maxlen
+                if over > 0:
+                    self.dropped += over
             ring.extend(pending)
+            # Emptied, not replaced: a new list per instant is garbage on the hottest path.
+            pending.clear()
         else:
+            self._pending = []  # a sink may append to this log again
             for event in pending:
                 self._keep(event)
 
