@@ -1,54 +1,75 @@
-"""One task that reads every simulated link of a master, as a server reads its sockets with epoll.
+"""One task that reads many simulated links, as a server reads its sockets with epoll.
 
-A reader task per link costs a trip through the scheduler per acknowledgement: with 99
-replicas acknowledging each synchronous commit, that is 99 task steps per commit on the
-master's side alone. The network tells this reader which links may have something to read
-(`FramedStream.set_watcher`), and it reads them all in one step with `receive_nowait`.
-What each link does with what it reads is its own (`ReplicaLink.read_ready`).
+A reader task per link costs a trip through the scheduler per frame: with 99 replicas of a
+synchronous master, that is 99 task steps per commit for the acknowledgements on the
+master's side, and 99 more for the transactions on the replicas'. The network tells a
+reader which links may have something to read (`FramedStream.set_watcher`), and it reads
+them all in one step with `receive_nowait`. What each link does with what it reads is its
+own (`Watched.read_ready`): a master reads its replicas' links with one (`ReplicaLink`), and
+the replicas of a trio run read their masters' with another (`hakit._runtime._follower`).
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 import trio.lowlevel
 
 if TYPE_CHECKING:
-    from ._link import ReplicaLink
+    from ..transports import FramedStream
+
+
+class Watched(Protocol):
+    """What a `LinkReader` reads: a watchable stream, and what to do when it is readable."""
+
+    stream: FramedStream
+    #: Set while queued on the reader (so that a link is queued once however often woken).
+    queued: bool
+
+    def read_ready(self, now: float) -> None:
+        """Read and act on what has arrived by `now`, without waiting; never raise."""
+
+
+#: How a reader starts its task: ``nursery.start_soon``, or `trio.lowlevel.spawn_system_task`.
+Spawn = Callable[[Callable[[], Awaitable[None]]], object]
 
 
 class LinkReader:
-    """Reads the watchable links of one master (see the module docstring)."""
+    """Reads a set of watchable links from one task (see the module docstring)."""
 
     __slots__ = ("_abort", "_coming", "_links", "_parked", "_ready", "_running")
 
     def __init__(self) -> None:
-        self._links: set[ReplicaLink] = set()
-        self._ready: list[ReplicaLink] = []
-        self._coming: set[ReplicaLink] = set()  # links with bytes in flight, not yet due
+        self._links: set[Watched] = set()
+        self._ready: list[Watched] = []
+        self._coming: set[Watched] = set()  # links with bytes in flight, not yet due
         self._parked: trio.lowlevel.Task | None = None
         self._running = False
         self._abort = self._abort_park  # made once: a park per step allocates nothing more
 
-    def add(self, link: ReplicaLink, spawn: trio.Nursery) -> None:
-        """Read `link` from now on (its stream `can_watch`); what is buffered is read first."""
+    def add(self, link: Watched, spawn: Spawn) -> None:
+        """Read `link` from now on (its stream `can_watch`); what is buffered is read first.
+
+        The reader's task is started with `spawn` the first time.
+        """
         self._links.add(link)
         link.stream.set_watcher(lambda: self._readable(link))
         if not self._running:
             self._running = True
-            spawn.start_soon(self.run)
+            spawn(self.run)
         self._readable(link)
 
-    def remove(self, link: ReplicaLink) -> None:
-        """Stop reading `link` (it closed)."""
+    def remove(self, link: Watched) -> None:
+        """Stop reading `link` (it closed, or its owner reads it itself again)."""
         if link in self._links:
             self._links.discard(link)
             self._coming.discard(link)
             link.stream.set_watcher(None)
 
-    def _readable(self, link: ReplicaLink) -> None:
+    def _readable(self, link: Watched) -> None:
         # Called from inside the network (a peer's send): take note and wake, nothing more.
         if not link.queued:
             link.queued = True

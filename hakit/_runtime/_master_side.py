@@ -357,7 +357,7 @@ class MasterSide:
 
     def read_link(self, link: ReplicaLink) -> None:
         """Have the master's one link reader read `link` (a simulated one) from now on."""
-        self._reader.add(link, self._node._spawn())
+        self._reader.add(link, self._node._spawn().start_soon)
 
     def unread_link(self, link: ReplicaLink) -> None:
         """The reader stops reading `link` (it closed, or has nothing more to hear)."""

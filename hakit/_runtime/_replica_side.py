@@ -35,6 +35,7 @@ from ..storage import Loader
 from ..transports import FramedStream
 from ._dial import dial
 from ._events import Connected, HistoryDiverged, MasterChanged, ReplicaStopped, ReplicaSynced
+from ._follower import RECEIVE_FAILURES, Follower
 from ._params import (
     Notification,
     ReplicaInfo,
@@ -54,14 +55,6 @@ _RETRY_FIRST = 0.05
 _RETRY_MAX = 1.0
 #: What sending to the master may raise when the link is gone (it ends the session).
 _SEND_FAILURES = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
-#: What reading from the master may raise when the link is gone or garbled.
-_RECEIVE_FAILURES = (
-    EOFError,
-    OSError,
-    trio.BrokenResourceError,
-    trio.ClosedResourceError,
-    RemoteProtocolError,
-)
 _RAW_KINDS = frozenset({int(m.Kind.TXNS)})
 
 
@@ -326,6 +319,14 @@ class ReplicaRun:
                 # The stream's sends never block (a simulated link): transactions are
                 # applied and acknowledged without a coroutine of their own (see _apply_now).
                 nowait = framed.can_send_nowait
+                # Once synced, such a stream's transactions are applied by the run's one
+                # replica reader while this task parks (see _follower), unless a callback
+                # wants to see each transaction from this task.
+                follower = (
+                    Follower(self, machine, framed)
+                    if nowait and framed.can_watch and self.params.on_transaction is None
+                    else None
+                )
                 with loop_scope:
                     try:
                         while not timed_out:
@@ -378,9 +379,12 @@ class ReplicaRun:
                             # parked, its decoded lists would outlive a collection and be
                             # promoted, to be freed only by a full one.
                             event = None
+                            if follower is not None and machine.synced:
+                                events = await follower.follow()
+                                continue
                             try:
                                 events = self._feed(machine, await framed.receive())
-                            except _RECEIVE_FAILURES as exc:
+                            except RECEIVE_FAILURES as exc:
                                 events = iter([self._receive_failed(machine, exc)])
                     finally:
                         watch_scope.cancel()  # the watchdog ends on every way out
