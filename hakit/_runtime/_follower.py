@@ -108,12 +108,23 @@ class Follower:
                 values = stream.receive_nowait()
                 if values is None:
                     return
+                if len(values) == 1 and type(values[0]) is bytes:
+                    # The usual read: one commit's Txns, taken by the machine in one call.
+                    taken = machine.take_txns(values[0], now)
+                    if taken is not None:
+                        stopped = run._apply_now(machine, stream, *taken)
+                        if stopped is not None:
+                            self._hand_off(iter((stopped,)))
+                            return
+                        continue
                 events = run._feed(machine, values)
                 for event in events:
                     if type(event) is not apply:
                         self._hand_off(chain((event,), events))
                         return
-                    stopped = run._apply_now(machine, stream, event)
+                    stopped = run._apply_now(
+                        machine, stream, event.entries, event.packed, event.ack
+                    )
                     if stopped is not None:
                         self._hand_off(iter((stopped,)))
                         return

@@ -332,7 +332,9 @@ class ReplicaRun:
                         while not timed_out:
                             for event in events:
                                 if nowait and type(event) is rm.Apply:
-                                    stopped = self._apply_now(machine, framed, event)
+                                    stopped = self._apply_now(
+                                        machine, framed, event.entries, event.packed, event.ack
+                                    )
                                     if stopped is not None:
                                         return self._replica_stopped(
                                             stopped.reason, stopped.detail, first.master
@@ -574,20 +576,25 @@ class ReplicaRun:
         return None
 
     def _apply_now(
-        self, machine: ReplicaMachine, framed: FramedStream, event: rm.Apply
+        self,
+        machine: ReplicaMachine,
+        framed: FramedStream,
+        entries: list[m.Entry],
+        packed: bytes | None,
+        ack: bool = True,
     ) -> rm.Stopped | None:
-        """Apply a batch and acknowledge it, on a stream whose sends never block.
+        """Apply a batch and acknowledge it (if `ack`), on a stream whose sends never block.
 
         What `_replica_event` does with an `Apply`, minus its two coroutines: a busy
         replica of a large in-kernel cluster does this once per commit.
         """
-        error = self._apply(event.entries, event.packed)
+        error = self._apply(entries, packed)
         if error is not None:
             return self._iterator_error(machine, error)
-        if not event.ack:
+        if not ack:
             return None  # more of the same batch follows: acknowledged after its last
         try:
-            framed.try_send_nowait(machine.ack().encode())
+            framed.try_send_nowait(m.encode_ack(machine.generation, machine.txid))
         except _SEND_FAILURES as exc:
             return machine.connection_lost(f"sending to the master failed: {exc}")
         return None

@@ -233,19 +233,8 @@ class PackedTxns(Message):
         Raises:
             RemoteProtocolError: an entry is not valid msgpack, or bytes follow the last one.
         """
-        # One C call (a commit's frame is usually one entry), decoding the entries' bytes,
-        # which run to the payload's end, as an array.
         blob = self.payload[self.start :]
-        try:
-            entries = msgpack.unpackb(
-                array_header(self.count) + blob, raw=False, strict_map_key=False
-            )
-        except msgpack.ExtraData as exc:
-            detail = f"{len(exc.extra)} bytes after the last entry"
-            raise RemoteProtocolError(f"Txns frame is not valid msgpack: {detail}") from None
-        except (ValueError, TypeError, msgpack.UnpackException) as exc:
-            raise RemoteProtocolError(f"Txns frame is not valid msgpack: {exc}") from None
-        return entries, blob
+        return decode_entries(blob, self.count), blob
 
     def batches(self, size: int) -> Iterator[tuple[list[Any], bytes, bool]]:
         """Yield ``(entries, packed, last)`` for up to `size` entries at a time, in order.
@@ -282,14 +271,14 @@ class PackedTxns(Message):
             raise RemoteProtocolError(f"Txns frame is not valid msgpack: {exc}") from None
 
 
-def parse_packed_txns(payload: bytes) -> PackedTxns:
-    """Read the head of a `Txns` payload left undecoded; its entries stay packed.
+def txns_head(payload: bytes) -> tuple[int, int, int] | None:
+    """Read the usual head of a `Txns` payload: ``(generation, start, count)``, or None.
 
-    Raises:
-        RemoteProtocolError: the payload is no `Txns` message.
+    The usual head is an array header, the kind (a fixint) and the generation as
+    msgpack-python packs a non-negative int (fixint or uint 8/16/32/64); `start` is the
+    offset of the first entry and `count` how many follow. None for anything else, which
+    `parse_packed_txns` reads with msgpack (and refuses if it is no `Txns`).
     """
-    # The usual head, read from its bytes: an array header, the kind (a fixint), and the
-    # generation as msgpack-python packs a non-negative int (fixint or uint 8/16/32/64).
     size = len(payload)
     head = payload[0] if size else 0
     at = 1 if head & 0xF0 == 0x90 else 3 if head == 0xDC else 5 if head == 0xDD else 0
@@ -301,7 +290,37 @@ def parse_packed_txns(payload: bytes) -> PackedTxns:
         if length >= 2 and width >= 0 and size >= start:
             generation = first if not width else int.from_bytes(payload[at + 2 : start], "big")
             if generation <= MAX_COUNTER:
-                return PackedTxns(generation, payload, start, length - 2)
+                return generation, start, length - 2
+    return None
+
+
+def decode_entries(blob: bytes, count: int) -> list[Any]:
+    """Decode `count` entries packed back to back in `blob` (which holds nothing else).
+
+    Raises:
+        RemoteProtocolError: an entry is not valid msgpack, or bytes follow the last one.
+    """
+    # One C call (a commit's frame is usually one entry), decoding the entries' bytes as
+    # an array.
+    try:
+        entries = msgpack.unpackb(array_header(count) + blob, raw=False, strict_map_key=False)
+    except msgpack.ExtraData as exc:
+        detail = f"{len(exc.extra)} bytes after the last entry"
+        raise RemoteProtocolError(f"Txns frame is not valid msgpack: {detail}") from None
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise RemoteProtocolError(f"Txns frame is not valid msgpack: {exc}") from None
+    return entries  # type: ignore[no-any-return]
+
+
+def parse_packed_txns(payload: bytes) -> PackedTxns:
+    """Read the head of a `Txns` payload left undecoded; its entries stay packed.
+
+    Raises:
+        RemoteProtocolError: the payload is no `Txns` message.
+    """
+    head = txns_head(payload)
+    if head is not None:
+        return PackedTxns(head[0], payload, head[1], head[2])
     # Anything else (another encoder's choices, or not a Txns at all) is read by msgpack.
     try:
         unpacker = _entry_unpacker(payload)
@@ -328,8 +347,20 @@ class Ack(Message):
 
     def encode(self) -> bytes:
         """Return this message as one complete frame."""
-        # Every replica sends one per commit: packed directly, not through to_wire.
-        return frame(pack([_ACK, self.generation, self.txid]))
+        return encode_ack(self.generation, self.txid)
+
+
+# A packer of its own, called directly: `pack` would be one more call per ack.
+_pack_ack = msgpack.Packer(use_bin_type=True).pack
+
+
+def encode_ack(generation: int, txid: int) -> bytes:
+    """The frame of ``Ack(generation, txid)``, made without the message object.
+
+    Every replica sends one per commit: packed directly, not through `to_wire`.
+    """
+    payload: bytes = _pack_ack([_ACK, generation, txid])
+    return len(payload).to_bytes(4, "big") + payload
 
 
 @dataclass(frozen=True, slots=True)

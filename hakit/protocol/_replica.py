@@ -290,6 +290,38 @@ class ReplicaMachine:
         except RemoteProtocolError as exc:
             yield self._stop(exc.stop_reason, f"protocol error from the master: {exc}")
 
+    def take_txns(self, payload: bytes, now: float) -> tuple[list[m.Entry], bytes] | None:
+        """Take the usual frame of a synced replica in one call, or leave it untouched.
+
+        The usual frame is a `Txns` payload left packed (`DecodeLimits.raw_kinds`) holding
+        at most `APPLY_BATCH` entries that follow on from `txid`, each of the usual kind
+        (see `_usual_entries`), from a master of our generation or newer. For it this does
+        what `receive_iter` does with it, without the events: it moves `txid` past the
+        entries and returns them with their packed bytes, to be applied and then
+        acknowledged (`ack`), as its one `Apply` would be.
+
+        Returns:
+            ``(entries, packed)``; or None for any other frame, with nothing changed: hand
+            it to `receive_iter`, which gives the full verdict.
+        """
+        if self.state is not ReplicaState.STREAMING or not self._synced:
+            return None
+        head = m.txns_head(payload)
+        if head is None:
+            return None
+        generation, start, count = head
+        if generation < self.generation or not 0 < count <= APPLY_BATCH:
+            return None
+        blob = payload[start:]
+        try:
+            entries = m.decode_entries(blob, count)
+        except RemoteProtocolError:
+            return None
+        if not self._usual_entries(entries):
+            return None
+        self._last_heard = now
+        return entries, blob
+
     def _receive(self, msg: m.Message) -> list[ReplicaEvent] | Iterator[ReplicaEvent]:
         if msg.generation < self.generation and not isinstance(msg, m.Reject | m.Welcome):
             raise RemoteProtocolError(

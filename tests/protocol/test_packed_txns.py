@@ -209,3 +209,65 @@ def test_the_head_is_read_as_any_encoder_may_write_it(head: bytes, generation: i
 def test_a_generation_past_the_largest_counter_is_refused_packed() -> None:
     with pytest.raises(RemoteProtocolError, match="bad generation"):
         m.parse_message(b"\x92\x07\xcf" + (2**63).to_bytes(8, "big"))
+
+
+def _either_way(machine: ReplicaMachine, payload: bytes, now: float) -> list[Any]:
+    """What a replica does with `payload`: `take_txns` first, `receive_iter` if declined."""
+    taken = machine.take_txns(payload, now)
+    if taken is not None:
+        return [Apply(*taken)]
+    return list(machine.receive_iter(m.parse_message(payload), now))
+
+
+def _payload(generation: Any, entries: list[Any]) -> bytes:
+    return m.encode_txns(generation, [pack(entry) for entry in entries])[4:]
+
+
+_FRAMES = [
+    _payload(2, run(6, 6)),  # the usual frame
+    _payload(3, run(6, 6)),  # a newer master generation
+    _payload(2, run(6, 8)),
+    _payload(2, run(6, 6, generation=1)),  # an entry older than last_generation
+    _payload(2, run(6, 6, generation=3)),  # an entry newer than the master's generation
+    _payload(1, run(6, 6)),  # a stale master
+    _payload(2, run(7, 7)),  # a gap
+    _payload(2, run(5, 5)),  # a repeat
+    _payload(2, []),
+    _payload(2, run(6, 6 + APPLY_BATCH)),  # more than one batch
+    _payload(2, [[6, 2, [[1, "k"]]]]),  # a delete: not the usual kind, still valid
+    _payload(2, [[6, 2, [[0, b"k", 1]]]]),  # a bytes key
+    _payload(2, [[6, 2, [[9, "k", 1]]]]),  # an unknown op
+    _payload(2, [[6, 2, "ops"]]),
+    _payload(2, [[6, 2]]),
+    _payload(2, run(6, 6))[:-1],  # cut short
+    _payload(2, run(6, 6)) + b"\x00",  # a byte after the last entry
+    _payload(2**40, run(6, 6)),  # a wide generation
+    bytes((0x93, int(m.Kind.TXNS), 2)) + b"\xc1",  # a usual head, then no msgpack
+]
+
+
+@pytest.mark.parametrize("payload", _FRAMES)
+@pytest.mark.parametrize("state", ["synced", "promoting", "loading"])
+def test_taking_a_frame_in_one_call_is_what_receiving_it_does(payload: bytes, state: str) -> None:
+    # take_txns is the follower's short path; whatever it declines goes the long way. Both
+    # ways must leave the machine in the same state with the same events, for every frame.
+    def machine() -> ReplicaMachine:
+        if state == "loading":
+            replica = make_replica()
+            replica.receive(welcome(9, SyncKind.FULL), 0.0)
+            return replica
+        return streaming(force_master=state == "promoting")
+
+    fast, slow = machine(), machine()
+    got = _either_way(fast, payload, 7.0)
+    want = list(slow.receive_iter(m.parse_message(payload), 7.0))
+    assert got == want
+    assert vars(fast) == vars(slow)
+
+
+def test_the_usual_frame_is_taken_in_one_call() -> None:
+    replica = streaming()
+    entries = run(6, 7)
+    taken = replica.take_txns(_payload(2, entries), 3.0)
+    assert taken == (entries, b"".join(pack(entry) for entry in entries))
+    assert (replica.txid, replica.next_deadline) == (7, 13.0)

@@ -13,6 +13,8 @@ import gc
 import pytest
 import trio
 import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import hakit
 from hakit import MasterMode, MasterParams, ReplicaParams
@@ -172,3 +174,37 @@ async def test_a_large_batch_is_applied_in_pieces_and_acknowledged_once(
         assert [e.fields["txid"] for e in acks] == [master.txid]
         assert replica._log.packed(master.txid - 299, master.txid + 1) == entries
         nursery.cancel_scope.cancel()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    maxlen=st.integers(0, 12),
+    steps=st.lists(
+        st.tuples(st.integers(0, 2), st.integers(1, 4), st.booleans(), st.booleans()),
+        max_size=30,
+    ),
+)
+def test_the_log_keeps_what_a_list_of_entries_would(
+    maxlen: int, steps: list[tuple[int, int, bool, bool]]
+) -> None:
+    # Every way of adding (a batch in the newest run's generation, which takes the short
+    # path; a new generation; mixed generations; a gap) against the plainest model.
+    log, model = TransLog(maxlen), []  # model: (txid, generation, packed), oldest first
+    generation, txid = 1, 0
+    for bump, count, mixed, gap in steps:
+        generation += bump
+        first = txid + (3 if gap else 1)
+        txids = range(first, first + count)
+        gens = tuple(generation + (i if mixed else 0) for i in range(count))
+        if gap:
+            model = []
+        model.extend((t, g, _packed(t)) for t, g in zip(txids, gens, strict=True))
+        log.extend(first, gens if mixed else generation, count, _blob(first, first + count - 1))
+        generation, txid = gens[-1], txids[-1]
+        model = model[-maxlen:] if maxlen else []
+        assert list(log) == model
+        assert len(log) == len(model) and log.last == txid
+        held = {t: g for t, g, _ in model}
+        assert [log.generation_of(t) for t in range(txid + 2)] == [
+            held.get(t) for t in range(txid + 2)
+        ]
