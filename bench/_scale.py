@@ -192,27 +192,54 @@ def event_log_cost(messages: int = 200_000) -> Figure:
 
 # -- ceilings: the same work in bare trio and msgpack, no hakit ----------------------------
 #
-# One task per replica, as in hakit; each commit's entry is packed once, framed, and handed
-# to every replica's inbox, which wakes it; a replica decodes the frame entry by entry,
-# applies their ops to a dict, keeps the frame's received bytes in a bounded log, and answers
-# with a framed ack, which the master decodes. Every frame is recorded as a sent and a
-# delivered event tuple in a ring of the event log's capacity (the goals are with the event
-# log on). No validation, no state machines, no timeouts: what is left is what any design
-# with a task per node pays here.
+# In hakit's task shape: every replica's frames are read by one reader task (as hakit's
+# replica reader reads every synced replica of a run), and the master's acks by one waiting
+# task. Each commit's entry is packed once, framed, and put in every replica's inbox, which
+# queues the replica on the reader; for each queued replica the reader decodes the frame
+# entry by entry, applies their ops to the replica's dict, keeps the frame's received bytes
+# in the replica's bounded log, and answers with a framed ack, which the master decodes.
+# Every frame is recorded as a sent and a delivered event tuple in a ring of the event
+# log's capacity (the goals are with the event log on). No validation, state machines,
+# timeouts or storage layer: what is left is what any design of this shape pays here.
+
+
+class _CeilingReplica:
+    """One replica's state in the ceiling: an inbox, its data, its log, its decoder."""
+
+    def __init__(self, index: int) -> None:
+        import msgpack
+
+        self.name = f"r{index}"
+        self.inbox: list[bytes] = []
+        self.queued = False
+        self.data: dict[str, Any] = {}
+        # A frame's entries are kept as the master packed them: the frame's bytes, one blob.
+        self.log: deque[bytes] = deque(maxlen=100_000)
+        # Entries are decoded one at a time from a stream: a large batch decoded whole
+        # would be thousands of young lists at once, for the garbage collector to sweep.
+        self.unpacker = msgpack.Unpacker(raw=False)
+        self.applied = 0
 
 
 class _CeilingNet:
-    """Inboxes and parked tasks: the least a frame needs to reach a task and wake it."""
+    """Inboxes and two parked tasks: the least a frame needs to reach its reader and wake it."""
 
     def __init__(self, replicas: int) -> None:
+        import msgpack
+
         from hakit._runtime._events import DEFAULT_CAPACITY
 
         self.ring: deque[tuple[Any, ...]] = deque(maxlen=DEFAULT_CAPACITY)
-        self.inboxes: list[list[bytes]] = [[] for _ in range(replicas)]
-        self.parked: list[trio.lowlevel.Task | None] = [None] * replicas
+        self.replicas = [_CeilingReplica(i) for i in range(replicas)]
+        self.ready: list[_CeilingReplica] = []
+        self.reader: trio.lowlevel.Task | None = None
         self.acks: list[bytes] = []
         self.master: trio.lowlevel.Task | None = None
-        self.applied = [0] * replicas
+        self.pack = msgpack.Packer(use_bin_type=True).pack
+
+    @property
+    def applied(self) -> list[int]:
+        return [replica.applied for replica in self.replicas]
 
     def record(self, sender: str, receiver: str, payload: bytes) -> None:
         now = trio.current_time()
@@ -222,54 +249,58 @@ class _CeilingNet:
         self.ring.append((now, receiver, "delivered", sender, receiver, "", True, 0, "", size,
                           now, None, 0, "", payload))  # fmt: skip
 
-    def to_replica(self, i: int, frame: bytes) -> None:
-        self.record("m", f"r{i}", frame[4:])
-        self.inboxes[i].append(frame)
-        task = self.parked[i]
-        if task is not None:
-            self.parked[i] = None
-            trio.lowlevel.reschedule(task)
+    def to_replica(self, replica: _CeilingReplica, frame: bytes) -> None:
+        self.record("m", replica.name, frame[4:])
+        replica.inbox.append(frame)
+        if not replica.queued:
+            replica.queued = True
+            self.ready.append(replica)
+            task = self.reader
+            if task is not None:
+                self.reader = None
+                trio.lowlevel.reschedule(task)
 
-    def to_master(self, i: int, frame: bytes) -> None:
-        self.record(f"r{i}", "m", frame[4:])
+    def to_master(self, replica: _CeilingReplica, frame: bytes) -> None:
+        self.record(replica.name, "m", frame[4:])
         self.acks.append(frame)
         task = self.master
         if task is not None:
             self.master = None
             trio.lowlevel.reschedule(task)
 
-    async def replica(self, i: int) -> None:
-        import msgpack
-
-        pack = msgpack.Packer(use_bin_type=True).pack
-        data: dict[str, Any] = {}
-        # A frame's entries are kept as the master packed them: the frame's bytes, one blob.
-        log_: deque[bytes] = deque(maxlen=100_000)
-        # Entries are decoded one at a time from a stream: a large batch decoded whole would
-        # be thousands of young lists at once, for the garbage collector to sweep.
-        unpacker = msgpack.Unpacker(raw=False)
-        inbox = self.inboxes[i]
+    async def read_replicas(self) -> None:
         while True:
-            while not inbox:
-                self.parked[i] = trio.lowlevel.current_task()
+            while not self.ready:
+                self.reader = trio.lowlevel.current_task()
                 await trio.lowlevel.wait_task_rescheduled(_succeeded)
-            frames, inbox[:] = list(inbox), []
-            txid = 0
-            for frame in frames:
-                payload = frame[4:]
-                unpacker.feed(payload)
-                count = unpacker.read_array_header() - 2
-                unpacker.skip()  # kind
-                unpacker.skip()  # generation
-                for _ in range(count):
-                    entry = unpacker.unpack()
-                    for op in entry[2]:
-                        data[op[1]] = op[2]
-                    txid = entry[0]
-                log_.append(payload)
-            self.applied[i] = txid
-            ack = pack([8, 1, txid])
-            self.to_master(i, len(ack).to_bytes(4, "big") + ack)
+            ready, self.ready = self.ready, []
+            for replica in ready:
+                replica.queued = False
+                self._apply(replica)
+
+    def _apply(self, replica: _CeilingReplica) -> None:
+        frames, replica.inbox = replica.inbox, []
+        unpacker, data = replica.unpacker, replica.data
+        txid = 0
+        for frame in frames:
+            payload = frame[4:]
+            unpacker.feed(payload)
+            count = unpacker.read_array_header() - 2
+            unpacker.skip()  # kind
+            unpacker.skip()  # generation
+            for _ in range(count):
+                entry = unpacker.unpack()
+                for op in entry[2]:
+                    data[op[1]] = op[2]
+                txid = entry[0]
+            replica.log.append(payload)
+        replica.applied = txid
+        ack = self.pack([8, 1, txid])
+        self.to_master(replica, len(ack).to_bytes(4, "big") + ack)
+
+    def broadcast(self, frame: bytes) -> None:
+        for replica in self.replicas:
+            self.to_replica(replica, frame)
 
     async def wait_acks(self, count: int) -> None:
         import msgpack
@@ -304,16 +335,13 @@ async def sync_ceiling(duration: float, nodes: int = 100) -> Figure:
     replicas = nodes - 1
     net = _CeilingNet(replicas)
     async with trio.open_nursery() as nursery:
-        for i in range(replicas):
-            nursery.start_soon(net.replica, i)
+        nursery.start_soon(net.read_replicas)
         await trio.sleep(0.01)
         start = time.perf_counter()
         count = 0
         while time.perf_counter() - start < duration:
             count += 1
-            frame = _txns_frame([pack([count, 1, [[0, f"k{count}", count]]])])
-            for i in range(replicas):
-                net.to_replica(i, frame)
+            net.broadcast(_txns_frame([pack([count, 1, [[0, f"k{count}", count]]])]))
             await net.wait_acks(replicas)
         elapsed = time.perf_counter() - start
         nursery.cancel_scope.cancel()
@@ -332,8 +360,7 @@ async def async_ceiling(duration: float, nodes: int = 100) -> Figure:
     net = _CeilingNet(replicas)
     batch = 512  # what hakit's asynchronous writer queues before it yields
     async with trio.open_nursery() as nursery:
-        for i in range(replicas):
-            nursery.start_soon(net.replica, i)
+        nursery.start_soon(net.read_replicas)
         await trio.sleep(0.01)
         start = time.perf_counter()
         count = 0
@@ -347,9 +374,7 @@ async def async_ceiling(duration: float, nodes: int = 100) -> Figure:
                 packed = pack([count, 1, [[0, f"k{count}", count]]])
                 master_log.append((count, 1, packed))
                 entries.append(packed)
-            frame = _txns_frame(entries)
-            for i in range(replicas):
-                net.to_replica(i, frame)
+            net.broadcast(_txns_frame(entries))
             await trio.lowlevel.checkpoint()
         while min(net.applied) < count:
             await net.wait_acks(1)
