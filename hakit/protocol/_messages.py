@@ -300,9 +300,11 @@ def decode_entries(blob: bytes, count: int) -> list[Any]:
     Raises:
         RemoteProtocolError: an entry is not valid msgpack, or bytes follow the last one.
     """
-    # One C call (a commit's frame is usually one entry), decoding the entries' bytes as
-    # an array.
+    # One C call, decoding the entries' bytes as an array; a commit's frame is usually one
+    # entry, which needs no array header (and no copy of the bytes to put one in front).
     try:
+        if count == 1:
+            return [msgpack.unpackb(blob, raw=False, strict_map_key=False)]
         entries = msgpack.unpackb(array_header(count) + blob, raw=False, strict_map_key=False)
     except msgpack.ExtraData as exc:
         detail = f"{len(exc.extra)} bytes after the last entry"
