@@ -106,7 +106,9 @@ class _Tracer:
         append = self.log.append_passed
         for seq, frame in marks:
             assert frame is not None
-            kind, size = self._kind(frame), len(frame) + 4
+            # `_kind`'s memo looked at here: one commit's frame goes to every replica.
+            kind = self._last_kind if frame is self._last_frame else self._kind(frame)
+            size = len(frame) + 4
             delivered = (time, receiver or "?", "delivered", sender, receiver, link, outbound,
                          seq, kind, size, time, None, 0, "", frame)  # fmt: skip
             append((time, sender or "?", "sent", sender, receiver, link, outbound,

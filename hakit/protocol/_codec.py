@@ -186,6 +186,13 @@ class FrameDecoder:
             `RemoteProtocolError` at once.
         limits: bounds on what one frame may decode to (default: only `max_frame_size`);
             its frame size is capped at `max_frame_size`.
+
+    Attributes:
+        buffered: how many received bytes are waiting for the rest of their frame (read
+            only). A plain attribute, kept up to date, not a property: a reader looks at
+            it after every frame.
+        broken: the error that ended the framing, once a frame was oversized or undecodable
+            (read only); `drain` raises it from then on. None while the stream is sound.
     """
 
     def __init__(
@@ -197,7 +204,8 @@ class FrameDecoder:
         # Bytes as received while they hold whole frames (no copy); a bytearray once a frame
         # is split across reads.
         self._buffer: bytes | bytearray = b""
-        self._broken: RemoteProtocolError | None = None
+        self.buffered = 0
+        self.broken: RemoteProtocolError | None = None
         self.set_limits(limits or DecodeLimits(max_frame_size))
 
     @property
@@ -215,25 +223,46 @@ class FrameDecoder:
         self.max_frame_size = self._limits.max_frame_size
         self._unpack = _unpacker(self._limits)
 
-    @property
-    def buffered(self) -> int:
-        """How many received bytes are waiting for the rest of their frame."""
-        return len(self._buffer)
-
     def clear(self) -> None:
         """Drop whatever is buffered (the connection is over: free its memory now)."""
         self._buffer = b""
+        self.buffered = 0
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Append received bytes."""
         buf = self._buffer
         if not buf:
             # The usual read: whole frames. Kept as they are, to be decoded without a copy.
-            self._buffer = data if type(data) is bytes else bytes(data)
+            self._buffer = buf = data if type(data) is bytes else bytes(data)
         elif type(buf) is bytes:
-            self._buffer = bytearray(buf) + data
+            self._buffer = buf = bytearray(buf) + data
         else:
             buf += data
+        self.buffered = len(buf)
+
+    def decode(self, data: bytes | bytearray | memoryview) -> list[Any]:
+        """`feed` the bytes of one read and `drain`: the values of the frames now complete.
+
+        Raises:
+            RemoteProtocolError: as `drain`.
+        """
+        if self._buffer or self.broken is not None or type(data) is not bytes:
+            self.feed(data)
+            return self.drain()
+        end = len(data)
+        if end >= _PREFIX:
+            size = int.from_bytes(data[:_PREFIX], "big")
+            if size + _PREFIX == end and size <= self.max_frame_size:
+                # The usual read: exactly one frame, after nothing. Decoded as it is, not
+                # buffered, copied or viewed (the general path pins the same values).
+                try:
+                    return [self._unpack(data[_PREFIX:])]
+                except Exception as exc:  # msgpack raises several unrelated types
+                    self.broken = RemoteProtocolError(f"frame is not valid msgpack: {exc}")
+                    raise self.broken from None
+        self._buffer = data
+        self.buffered = end
+        return self.drain()
 
     def drain(self) -> list[Any]:
         """Return the values of every complete frame now buffered, in order.
@@ -244,8 +273,8 @@ class FrameDecoder:
                 error is raised by the next call; the decoder stays broken afterwards, since a
                 byte stream cannot be resynchronised once its framing is lost.
         """
-        if self._broken is not None:
-            raise self._broken
+        if self.broken is not None:
+            raise self.broken
         buf = self._buffer
         end = len(buf)
         if end < _PREFIX:
@@ -254,22 +283,21 @@ class FrameDecoder:
         if type(buf) is bytes:
             size = int.from_bytes(buf[:_PREFIX], "big")
             if size + _PREFIX == end and size <= self.max_frame_size:
-                # The usual read: exactly one frame.
-                try:
-                    value = unpack(buf[_PREFIX:])
-                except Exception as exc:  # msgpack raises several unrelated types
-                    self._broken = RemoteProtocolError(f"frame is not valid msgpack: {exc}")
-                    self._buffer = b""
-                    raise self._broken from None
+                # Exactly one frame (fed whole, not through `decode`).
                 self._buffer = b""
-                return [value]
+                self.buffered = 0
+                try:
+                    return [unpack(buf[_PREFIX:])]
+                except Exception as exc:  # msgpack raises several unrelated types
+                    self.broken = RemoteProtocolError(f"frame is not valid msgpack: {exc}")
+                    raise self.broken from None
         out: list[Any] = []
         pos = 0
         with memoryview(buf) as view:  # payloads are decoded in place, not copied out
             while end - pos >= _PREFIX:
                 size = int.from_bytes(view[pos : pos + _PREFIX], "big")
                 if size > self.max_frame_size:
-                    self._broken = RemoteProtocolError(
+                    self.broken = RemoteProtocolError(
                         f"frame of {size} bytes exceeds the maximum of {self.max_frame_size}"
                     )
                     break
@@ -280,17 +308,20 @@ class FrameDecoder:
                 try:
                     out.append(unpack(view[start:pos]))
                 except Exception as exc:  # msgpack raises several unrelated types
-                    self._broken = RemoteProtocolError(f"frame is not valid msgpack: {exc}")
+                    self.broken = RemoteProtocolError(f"frame is not valid msgpack: {exc}")
                     break
-        if self._broken is not None:
+        if self.broken is not None:
             self._buffer = b""
+            self.buffered = 0
             if not out:
-                raise self._broken
+                raise self.broken
         elif pos == end:
             self._buffer = b""
+            self.buffered = 0
         elif pos:
             if isinstance(buf, bytearray):
                 del buf[:pos]
             else:
-                self._buffer = buf[pos:]
+                self._buffer = buf = buf[pos:]
+            self.buffered = len(buf)
         return out

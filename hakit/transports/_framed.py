@@ -35,6 +35,8 @@ class ReceiveBudget:
 class _Watchable(Protocol):
     """A stream that reads without waiting and tells a watcher when to read (``mem:``)."""
 
+    drained: bool
+
     def receive_nowait(self, max_bytes: int | None = None) -> bytes | None: ...
 
     def set_watcher(self, watcher: Callable[[], None] | None) -> None: ...
@@ -68,11 +70,17 @@ class FramedStream(trio.abc.AsyncResource):
             reads (a connection whose use is known after its first frame, say).
         partial_since: when the frame now half received began to arrive (trio time), or None
             when no frame is in progress; lets an owner time out a peer that stalls mid-frame.
+        drained: set by each `receive_nowait` (a stream that `can_watch`): True when it left
+            nothing to read — no bytes buffered or in flight on the stream, no end of
+            stream, reset or bad frame waiting to be reported — so that a call now would
+            return None. A reader woken through `set_watcher` can stop there without that
+            call: anything arriving later calls the watcher again. False: call again. A
+            plain attribute, not a property: a reader asks after every frame.
     """
 
     __slots__ = (
-        "_budget", "_charged", "_decoder", "_send_nowait", "_watchable", "partial_since",
-        "receive_size", "stream",
+        "_budget", "_charged", "_decoder", "_send_nowait", "_watchable", "drained",
+        "partial_since", "receive_size", "stream",
     )  # fmt: skip
 
     def __init__(
@@ -98,6 +106,7 @@ class FramedStream(trio.abc.AsyncResource):
         self.partial_since: float | None = None
         self._budget: ReceiveBudget | None = None
         self._charged = 0
+        self.drained = False
 
     def __repr__(self) -> str:
         return f"<FramedStream over {self.stream!r}>"
@@ -166,15 +175,13 @@ class FramedStream(trio.abc.AsyncResource):
                 would exceed the shared receive budget. The framing is lost for good: every
                 later call raises it again.
         """
-        # Raises the error of a bad frame that followed the frames returned by the last call.
-        values = self._decoder.drain()
+        values = self._leftover()
         size = self.receive_size
         stream = self._watchable
         if values or stream is None:
             receive_some = self.stream.receive_some
             while not values:
                 values = self._absorb(await receive_some(size))
-            self._received()
             return values
         # A simulated link: read without waiting, and park on trio's trap only when there
         # is nothing (no coroutine of the stream's in between: every replica of a large
@@ -198,7 +205,6 @@ class FramedStream(trio.abc.AsyncResource):
                 break
         if not waited:
             await trio.lowlevel.cancel_shielded_checkpoint()
-        self._received()
         return values
 
     @property
@@ -224,7 +230,8 @@ class FramedStream(trio.abc.AsyncResource):
     def receive_nowait(self) -> list[Any] | None:
         """Return the values of the complete frames that have arrived, or None if none has.
 
-        Only for a stream that `can_watch`. No checkpoint; otherwise as `receive`.
+        Only for a stream that `can_watch`. No checkpoint; otherwise as `receive`. Sets
+        `drained`: a reader that finds it True need not call again to hear None.
 
         Raises:
             The errors of `receive`.
@@ -232,26 +239,55 @@ class FramedStream(trio.abc.AsyncResource):
         watchable = self._watchable
         if watchable is None:
             raise TypeError(f"{self.stream!r} cannot be read without waiting")
-        values = self._decoder.drain()
+        decoder = self._decoder
+        if decoder.buffered or decoder.broken is not None:
+            values = self._leftover()
+            if values:
+                self.drained = False  # not known without reading the stream: read on
+                return values
+        # The usual call finds the decoder empty: one read, one decode; and "nothing more"
+        # is the stream's answer alone, no decoder call.
         size = self.receive_size
-        while not values:
+        while True:
             data = watchable.receive_nowait(size)
             if data is None:
+                self.drained = watchable.drained
                 return None
             values = self._absorb(data)
-        self._received()
+            if values:
+                # A bad frame after these is raised by the next call: it must be made.
+                self.drained = watchable.drained and decoder.broken is None
+                return values
+
+    def _leftover(self) -> list[Any]:
+        """What the decoder holds from the last read, before anything more is read.
+
+        That is the error of a bad frame that followed the frames the last call returned
+        (raised now); otherwise nothing, since every read is drained (a frame's start waits
+        for the rest of it).
+        """
+        values = self._decoder.drain()
+        if values:
+            self._received()
         return values
 
     def _absorb(self, data: bytes | bytearray) -> list[Any]:
-        """Feed bytes read from the stream; return the frames they complete (maybe none)."""
+        """Decode bytes read from the stream; return the frames they complete (maybe none).
+
+        Accounts for the frames returned (`_received`) or for the frame begun.
+        """
         decoder = self._decoder
         if not data:
             if decoder.buffered:
                 raise RemoteProtocolError("connection closed in the middle of a frame")
             raise EOFError("connection closed by the peer")
-        decoder.feed(data)
-        values = decoder.drain()
-        if not values:
+        values = decoder.decode(data)
+        if values:
+            if decoder.buffered or self._budget is not None:
+                self._received()
+            else:
+                self.partial_since = None  # `_received`'s usual case, without the call
+        else:
             if self.partial_since is None:
                 self.partial_since = trio.current_time()
             if self._budget is not None:

@@ -238,6 +238,7 @@ class _Link:
         "latency",
         "loss",
         "nodes",
+        "now",
         "open_ends",
         "resetting",
         "to_client",
@@ -246,9 +247,17 @@ class _Link:
     )
 
     def __init__(
-        self, nodes: frozenset[str] | None, seed: str, source: str | None, name: str, label: str
+        self,
+        nodes: frozenset[str] | None,
+        seed: str,
+        source: str | None,
+        name: str,
+        label: str,
+        now: Callable[[], float],
     ) -> None:
         self.nodes = nodes
+        #: The clock of the trio run that opened the link (see `SimulatedNetwork._transmit`).
+        self.now = now
         self.blocked = False
         self.unblocked_at = -math.inf
         self.open_ends = 2
@@ -272,6 +281,10 @@ class MemoryStream(trio.abc.HalfCloseableStream):
     Attributes:
         local_name: the node name at this end (None for an anonymous client).
         remote_name: the node name at the other end (None for an anonymous client).
+        drained: set by each `receive_nowait` that returned bytes or None: True when it left
+            nothing to read at this end (no bytes buffered or in flight, no end of stream
+            waiting behind them), so that a call now would return None. Anything arriving
+            later calls the watcher (`set_watcher`). False before the first such call.
     """
 
     def __init__(
@@ -284,6 +297,7 @@ class MemoryStream(trio.abc.HalfCloseableStream):
     ) -> None:
         self.local_name = local_name
         self.remote_name = remote_name
+        self.drained = False
         self._network = network
         self._in = incoming
         self._out = outgoing
@@ -328,9 +342,12 @@ class MemoryStream(trio.abc.HalfCloseableStream):
         """
         if self._sending:
             raise trio.BusyResourceError("another task is already sending on this stream")
-        self._check_can_send()
+        out = self._out
+        if self._closed or self._eof_sent or out.broken or self._in.in_flight:
+            # It raises, or settles what is in flight to us (the peer's close may be there).
+            self._check_can_send()
         if data:
-            self._network._transmit(self._out, data)
+            self._network._transmit(out, data)
 
     async def wait_send_all_might_not_block(self) -> None:
         """Return at once: the buffers are unbounded, so `send_all` never blocks."""
@@ -408,7 +425,8 @@ class MemoryStream(trio.abc.HalfCloseableStream):
         """Return what `receive_some` would return now, or None if it would have to wait.
 
         No checkpoint: for a reader that waits elsewhere (one task serving many links,
-        woken through `set_watcher`).
+        woken through `set_watcher`). Sets `drained`, so that such a reader knows without
+        another call whether there is more.
 
         Raises:
             The errors of `receive_some`.
@@ -425,9 +443,19 @@ class MemoryStream(trio.abc.HalfCloseableStream):
         if pipe.reset is not None:
             raise trio.BrokenResourceError(f"connection reset: {pipe.reset}")
         if pipe.buffered:
-            return _take(pipe, max_bytes)
+            buffer = pipe.buffer
+            if len(buffer) == 1 and (max_bytes is None or max_bytes >= pipe.buffered):
+                # The usual read of a busy link: one chunk, taken whole (`_take`'s first case).
+                pipe.buffered = 0
+                self.drained = not pipe.in_flight and not pipe.eof
+                return buffer.popleft()
+            data = _take(pipe, max_bytes)
+            self.drained = not pipe.buffered and not pipe.in_flight and not pipe.eof
+            return data
         if pipe.eof:
+            self.drained = False  # the end of stream stays to be read, by every call
             return b""
+        self.drained = not pipe.in_flight
         return None
 
     @property
@@ -777,7 +805,10 @@ class SimulatedNetwork:
         index = self._connections.get(key, 0)
         self._connections[key] = index + 1
         label = f"{source or '?'}>{name}#{index}"
-        link = _Link(nodes, f"{self.seed}/{source!r}/{name!r}/{index}", source, name, label)
+        # The run's clock, read straight: a link lives and dies in the run that opened it
+        # (its tasks, its times), while the network itself may outlive that run.
+        clock = trio.lowlevel.current_clock().current_time
+        link = _Link(nodes, f"{self.seed}/{source!r}/{name!r}/{index}", source, name, label, clock)
         link.latency, link.jitter = self._latency_of(nodes)
         link.loss = self._losses.get(nodes, 0.0) if nodes is not None else 0.0
         self._links[link] = None
@@ -1056,12 +1087,13 @@ class SimulatedNetwork:
         return ((seq, None),)
 
     def _transmit(self, pipe: _Pipe, item: _Item) -> None:
+        link = pipe.link
+        # The same clock as trio.current_time(), without its two layers of calls: it runs
+        # for every frame. The link's own, since the network may outlive the run.
+        now = link.now()
         tracer = self.tracer
-        now = trio.current_time()
-        marks: tuple[_Mark, ...] = ()
         if tracer is not None and self._due:
             self._advance(now)
-        link = pipe.link
         if (
             type(item) is bytes
             and not pipe.in_flight
@@ -1076,13 +1108,19 @@ class SimulatedNetwork:
             # The common case on a healthy link without latency: delivered at once. The same
             # steps and records as below, without the general path's tests and tuples.
             pipe.last_due = now
+            size = len(item)
             pipe.buffer.append(item)
-            pipe.buffered += len(item)
-            self._bytes_delivered += len(item)
+            pipe.buffered += size
+            self._bytes_delivered += size
             if tracer is not None:
                 tracer.passed(now, pipe.route, self._split(pipe, item))
-            pipe.wake()
+            watcher = pipe.watcher
+            if watcher is None or pipe.waiter is not None:
+                pipe.wake()
+            else:
+                watcher()  # what wake() does here, without its call: once per frame
             return
+        marks: tuple[_Mark, ...] = ()
         if tracer is not None:
             marks = self._split(pipe, item) if isinstance(item, bytes) else self._marker(pipe)
         if isinstance(item, bytes) and (pipe.reader_closed or pipe.reset is not None):

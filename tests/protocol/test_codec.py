@@ -427,3 +427,85 @@ def test_a_payload_one_byte_longer_than_the_budget_is_counted(
             assert decoder.drain() == [1]
         with pytest.raises(RemoteProtocolError, match=f"more than {budget} arrays and maps"):
             decoder.drain()
+
+
+@given(
+    st.lists(tokens, max_size=8),
+    st.one_of(st.none(), st.integers(0, 12)),
+    st.data(),
+)
+def test_decode_is_feed_then_drain(
+    stream: list[tuple[str, Any]], budget: int | None, data: st.DataObject
+) -> None:
+    # `decode` (one call per read; a read of exactly one frame after nothing skips the
+    # buffer) against `feed` + `drain` on a twin decoder, pieces of every buffer type at
+    # random cuts: the same values, the same error, and the same `buffered` and `broken`
+    # (plain attributes, kept up to date) after every piece.
+    from hakit.protocol import DecodeLimits
+
+    raw, expected, fails = _reference(stream, budget)
+    cuts = data.draw(st.lists(st.integers(0, len(raw)), max_size=10).map(sorted))
+    if data.draw(st.booleans()):  # cut at frame boundaries too: one frame per read
+        pos = 0
+        while len(raw) - pos >= 4:
+            pos += 4 + int.from_bytes(raw[pos : pos + 4], "big")
+            cuts.append(min(pos, len(raw)))
+        cuts.sort()
+    limits = DecodeLimits(_MAX, max_containers=budget)
+    fast, slow = FrameDecoder(_MAX, limits=limits), FrameDecoder(_MAX, limits=limits)
+    results: dict[str, list[Any]] = {"fast": [], "slow": []}
+    errors: dict[str, RemoteProtocolError | None] = {"fast": None, "slow": None}
+    start = 0
+    for cut in [*cuts, len(raw)]:
+        piece = raw[start:cut]
+        start = cut
+        kind = data.draw(st.sampled_from(["bytes", "bytes", "bytearray", "memoryview"]))
+        fed: bytes | bytearray | memoryview = piece
+        if kind != "bytes":
+            fed = bytearray(piece) if kind == "bytearray" else memoryview(bytearray(piece))
+        for name, decoder in (("fast", fast), ("slow", slow)):
+            if errors[name] is not None:
+                continue
+            try:
+                if name == "fast":
+                    results[name] += decoder.decode(fed)
+                else:
+                    decoder.feed(fed)
+                    results[name] += decoder.drain()
+            except RemoteProtocolError as exc:
+                errors[name] = exc
+        assert results["fast"] == results["slow"]
+        assert (errors["fast"] is None) == (errors["slow"] is None)
+        assert fast.buffered == slow.buffered == len(fast._buffer)
+        assert (fast.broken is None) == (slow.broken is None)
+    for name, decoder in (("fast", fast), ("slow", slow)):
+        if errors[name] is None:
+            try:
+                results[name] += decoder.drain()
+            except RemoteProtocolError as exc:
+                errors[name] = exc
+    assert results["fast"] == results["slow"] == expected
+    assert (errors["fast"] is not None) == (errors["slow"] is not None) == fails
+    if fails:
+        assert fast.broken is errors["fast"]
+        with pytest.raises(RemoteProtocolError) as again:
+            fast.decode(b"")
+        assert again.value is fast.broken
+
+
+def test_decode_refuses_a_whole_frame_over_the_maximum_as_drain_does() -> None:
+    # The one-frame path checks the announced size too, even with the whole payload there.
+    for size, fits in ((_MAX, True), (_MAX + 1, False)):
+        whole = frame(pack("x" * (size - 2)))  # a str 8: two bytes of header
+        assert len(whole) - 4 == size
+        fast, slow = FrameDecoder(_MAX), FrameDecoder(_MAX)
+        if fits:
+            assert fast.decode(whole) == ["x" * (size - 2)]
+            slow.feed(whole)
+            assert slow.drain() == ["x" * (size - 2)]
+        else:
+            with pytest.raises(RemoteProtocolError, match="exceeds"):
+                fast.decode(whole)
+            slow.feed(whole)
+            with pytest.raises(RemoteProtocolError, match="exceeds"):
+                slow.drain()

@@ -1,0 +1,325 @@
+"""The simulated network's and the framed stream's fast paths: the same as their general ones.
+
+A healthy link delivers a frame without the general path's tests and tuples, reading the
+clock of the run that opened it; a framed read of one whole frame decodes it in one call;
+a reader can learn that a read took everything (`drained`) without the call that would
+answer None. Each test pins one of them against the path it short-cuts.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from hakit._runtime._cluster import _Tracer
+from hakit._runtime._events import EventLog
+from hakit.protocol import RemoteProtocolError, encode_frame
+from hakit.protocol._codec import frame
+from hakit.transports import FramedStream, SimulatedNetwork
+from hakit.transports._memory import MemoryStream, Route
+
+
+async def _pair(network: SimulatedNetwork, name: str = "b") -> tuple[MemoryStream, MemoryStream]:
+    listener = network.listen(name)
+    client = await network.connect(name, source="a")
+    server = await listener.accept()
+    await listener.aclose()
+    assert isinstance(client, MemoryStream) and isinstance(server, MemoryStream)
+    return client, server
+
+
+class _Reader:
+    """Reads a framed stream as a link reader does: when told to, with receive_nowait.
+
+    `until_none` reads at every step, until the stream answers None (the reference).
+    Otherwise it reads only when the watcher called or bytes it was told are in flight
+    came due, stops once a read says the stream is `drained`, and asks `next_due` only
+    when that read was not drained (nothing was in flight then).
+    """
+
+    def __init__(self, stream: MemoryStream, until_none: bool, receive_size: int) -> None:
+        self.framed = FramedStream(stream, max_frame_size=64, receive_size=receive_size)
+        self.until_none = until_none
+        self.got: list[Any] = []
+        self.error: str | None = None
+        self.woken = True
+        self.coming = False
+        self.framed.set_watcher(self._wake)
+
+    def _wake(self) -> None:
+        self.woken = True
+
+    def step(self) -> None:
+        if self.error is not None:
+            return
+        if not (self.woken or self.until_none):
+            if not self.coming:
+                return
+            due = self.framed.next_due
+            if due is not None and due > trio.current_time():
+                return
+        self.woken = self.coming = False
+        try:
+            while True:
+                values = self.framed.receive_nowait()
+                if values is None:
+                    break
+                self.got += values
+                if not self.until_none and self.framed.drained:
+                    break
+        except (EOFError, RemoteProtocolError, trio.BrokenResourceError) as exc:
+            self.error = type(exc).__name__
+            return
+        self.coming = not self.framed.drained and self.framed.next_due is not None
+
+
+async def _script(rng: random.Random, network: SimulatedNetwork, client: MemoryStream) -> bool:
+    """One step of a random script: frames whole, split or batched, faults, time, an end.
+
+    Returns:
+        Whether the stream was ended (nothing more can be sent).
+    """
+    what = rng.random()
+    if what < 0.45:
+        frames = b"".join(encode_frame(rng.randrange(1000)) for _ in range(rng.randint(1, 3)))
+        cut = rng.randint(0, len(frames)) if rng.random() < 0.3 else len(frames)
+        client.send_nowait(frames[:cut])
+        if cut < len(frames):
+            client.send_nowait(frames[cut:])
+    elif what < 0.55:
+        mean = rng.choice([0.0, 0.0, 0.25])
+        network.set_latency("a", "b", mean, mean / 2)
+    elif what < 0.62:
+        network.partition("a", "b") if rng.random() < 0.5 else network.heal()
+    elif what < 0.9:
+        await trio.sleep(rng.choice([0.0, 0.1, 0.3]))
+    elif what < 0.94:
+        client.send_nowait(frame(b"\xc1"))  # not msgpack: the framing breaks
+    elif what < 0.97:
+        client.send_nowait(encode_frame("x" * 100))  # over this reader's maximum
+    else:
+        await client.send_eof()
+        return True
+    return False
+
+
+@pytest.mark.parametrize("receive_size", [5, 256 * 1024])
+async def test_a_reader_that_stops_when_drained_reads_what_one_reading_until_none_reads(
+    autojump_clock: trio.testing.MockClock, receive_size: int
+) -> None:
+    # Two networks, one seeded script each: after every step both readers have read the
+    # same frames, and they end with the same error; the one that trusts `drained` reads
+    # only when the watcher or a due time tells it to.
+    for seed in range(60):
+        rng_a, rng_b = random.Random(seed), random.Random(seed)
+        net_a, net_b = SimulatedNetwork(seed), SimulatedNetwork(seed)
+        (client_a, server_a), (client_b, server_b) = await _pair(net_a), await _pair(net_b)
+        reference = _Reader(server_a, True, receive_size)
+        reader = _Reader(server_b, False, receive_size)
+        for _ in range(40):
+            ended = await _script(rng_a, net_a, client_a)
+            assert await _script(rng_b, net_b, client_b) == ended
+            reference.step()
+            reader.step()
+            assert reader.got == reference.got, seed
+            assert reader.error == reference.error, seed
+            if ended or reference.error is not None:
+                break
+        net_a.heal()
+        net_b.heal()
+        await trio.sleep(1)
+        reference.step()
+        reader.step()
+        assert (reader.got, reader.error) == (reference.got, reference.error), seed
+        for stream in (client_a, server_a, client_b, server_b):
+            await stream.aclose()
+
+
+async def test_drained_says_what_a_further_call_would_find(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    network = SimulatedNetwork()
+    client, server = await _pair(network)
+    framed = FramedStream(server, receive_size=6)
+    one, two = encode_frame(1), encode_frame(2)
+    assert not framed.drained  # nothing known before a read
+    client.send_nowait(one)
+    assert framed.receive_nowait() == [1] and framed.drained
+    assert server.drained and framed.receive_nowait() is None
+    client.send_nowait(one)
+    client.send_nowait(two * 3)  # more than one read of 6 bytes takes
+    reads = [framed.receive_nowait()]  # 6 bytes: the first frame, a byte of the next
+    while not framed.drained:
+        reads.append(framed.receive_nowait())
+    assert reads == [[1], [2], [2], [2]] and framed.receive_nowait() is None
+    client.send_nowait(one + frame(b"\xc1"))  # a bad frame behind a good one
+    assert framed.receive_nowait() == [1] and not framed.drained  # the error is to come
+    with pytest.raises(RemoteProtocolError):
+        framed.receive_nowait()
+
+    client, server = await _pair(network, "c")
+    framed = FramedStream(server)
+    client.send_nowait(one)
+    await client.send_eof()
+    assert framed.receive_nowait() == [1] and not framed.drained  # the end is to come
+    with pytest.raises(EOFError):
+        framed.receive_nowait()
+
+    client, server = await _pair(network, "d")
+    framed = FramedStream(server)
+    client.send_nowait(one)
+    network.set_latency("a", "d", 0.5)
+    client.send_nowait(two)
+    assert framed.receive_nowait() == [1] and not framed.drained  # `two` is in flight
+    assert framed.receive_nowait() is None and not framed.drained
+    assert framed.next_due is not None
+    await trio.sleep(0.5)
+    assert framed.receive_nowait() == [2] and framed.drained
+
+
+@pytest.mark.parametrize("max_bytes", [None, 1, 3, 6, 7, 100])
+@pytest.mark.parametrize("chunks", [[b"abcdef"], [b"ab", b"cdef"], [b"a", b"b", b"cdefgh"]])
+async def test_receive_nowait_takes_what_receive_some_takes(
+    autojump_clock: trio.testing.MockClock, max_bytes: int | None, chunks: list[bytes]
+) -> None:
+    # The one-chunk read (taken whole, without `_take`) and the general one return the same
+    # bytes as receive_some on a twin link, and `drained` says whether anything is left.
+    results = []
+    for nowait in (True, False):
+        network = SimulatedNetwork()
+        client, server = await _pair(network)
+        for chunk in chunks:
+            client.send_nowait(chunk)
+        taken = []
+        while server._in.buffered:
+            if nowait:
+                data = server.receive_nowait(max_bytes)
+                assert data is not None
+                assert server.drained == (not server._in.buffered)
+            else:
+                data = await server.receive_some(max_bytes)
+            taken.append(data)
+        results.append(taken)
+    assert results[0] == results[1]
+    assert b"".join(results[0]) == b"".join(chunks)
+
+
+async def test_send_nowait_raises_as_send_all_does(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # send_nowait looks at the stream's state without `_check_can_send` unless something
+    # is amiss; in every state, it raises what send_all raises, or sends as it does.
+    async def outcome(stream: MemoryStream, nowait: bool) -> str:
+        try:
+            if nowait:
+                stream.send_nowait(b"x")
+            else:
+                await stream.send_all(b"x")
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            return type(exc).__name__
+        return "sent"
+
+    seen: dict[bool, list[str]] = {}
+    for nowait in (True, False):
+        network = SimulatedNetwork(latency=(1.0, 0.0))
+        client, server = await _pair(network)
+        states = [await outcome(client, nowait)]
+        await server.aclose()  # its close travels for a second
+        states.append(await outcome(client, nowait))  # in flight: not known yet
+        await trio.sleep(1)
+        states.append(await outcome(client, nowait))  # arrived: settled by the send
+        other, _ = await _pair(network, "c")
+        await other.send_eof()
+        states.append(await outcome(other, nowait))
+        await other.aclose()
+        states.append(await outcome(other, nowait))
+        seen[nowait] = states
+    assert seen[True] == seen[False]
+    closed = "ClosedResourceError"
+    assert seen[True] == ["sent", "sent", "BrokenResourceError", closed, closed]
+
+
+async def test_a_parked_task_is_woken_before_the_watcher_is_called(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The healthy link's transmit calls the watcher itself, as wake() would: only when no
+    # task is parked in receive_some (which is woken instead).
+    network = SimulatedNetwork()
+    client, server = await _pair(network)
+    calls: list[int] = []
+    server.set_watcher(lambda: calls.append(1))
+    got: list[bytes] = []
+
+    async def receive() -> None:
+        got.append(await server.receive_some())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(receive)
+        await trio.testing.wait_all_tasks_blocked()
+        client.send_nowait(b"to the task")
+    assert got == [b"to the task"] and calls == []
+    client.send_nowait(b"to the watcher")
+    assert calls == [1]
+    assert server.receive_nowait() == b"to the watcher"
+
+
+class _Recorder:
+    """A tracer that keeps the times of what passed, with the run's own clock beside them."""
+
+    def __init__(self) -> None:
+        self.times: list[tuple[float, float]] = []
+
+    def message(self, action: str, time: float, *args: Any) -> None:
+        pass
+
+    def passed(self, time: float, route: Route, marks: Any) -> None:
+        self.times.append((time, trio.current_time()))
+
+    def fault(self, time: float, action: str, detail: str) -> None:
+        pass
+
+
+def test_a_link_reads_the_clock_of_the_run_that_opened_it() -> None:
+    # The network outlives a run; each link reads its own run's clock, never an earlier
+    # run's (each MockClock starts where it is told to).
+    recorder = _Recorder()
+    network = SimulatedNetwork(tracer=recorder)
+
+    async def main(name: str) -> None:
+        client, server = await _pair(network, name)
+        client.send_nowait(b"x")
+        await trio.sleep(1)
+        client.send_nowait(b"y")
+        await client.aclose()
+        await server.aclose()
+
+    for start, name in ((100.0, "b"), (5.0, "c")):
+        clock = trio.testing.MockClock(autojump_threshold=0)
+        clock.jump(start)
+        trio.run(main, name, clock=clock)
+    assert recorder.times == [(100.0, 100.0), (101.0, 101.0), (5.0, 5.0), (6.0, 6.0)]
+
+
+def test_a_passed_frame_is_recorded_as_its_sent_and_delivered_messages() -> None:
+    # `passed` (a healthy link's frame, with the kind memo looked at inline) against the
+    # general path's two `message` calls: the same records, whichever frames alternate.
+    from hakit.protocol import _messages as m
+
+    frames = [m.Ack(1, 2).encode()[4:], m.KeepAlive(0, 0).encode()[4:], b"\xc1"]
+    frames.append(bytes(frames[0]))  # equal bytes, another object
+    route = Route("m", "r1", "m>r1#0", True)
+    fast, slow = EventLog(canonical=True), EventLog(canonical=True)
+    fast_tracer, slow_tracer = _Tracer(fast), _Tracer(slow)
+    for i, payload in enumerate(frames + frames[::-1] + frames):
+        t = float(i)
+        fast_tracer.passed(t, route, ((i, payload),))
+        slow_tracer.message("sent", t, route, i, payload, "", t, t, 0, "")
+        slow_tracer.message("delivered", t, route, i, payload, "", t, None, 0, "")
+    fast.flush()
+    slow.flush()
+    assert list(fast._ring) == list(slow._ring)
+    assert [e.kind for e in fast][:8:2] == ["ACK", "KEEPALIVE", "?", "ACK"]
