@@ -116,6 +116,8 @@ class Follower:
                         if stopped is not None:
                             self._hand_off(iter((stopped,)))
                             return
+                        if stream.drained:
+                            return  # nothing more to read: the watcher wakes us for more
                         continue
                 events = run._feed(machine, values)
                 for event in events:
@@ -130,6 +132,8 @@ class Follower:
                         return
                 if machine.state is rm.ReplicaState.STOPPED:
                     self._hand_off(iter(()))
+                    return
+                if stream.drained:
                     return
         except RECEIVE_FAILURES as exc:
             self._hand_off(iter((run._receive_failed(machine, exc),)))
