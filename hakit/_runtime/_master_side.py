@@ -78,9 +78,22 @@ class _PendingCommit:
         self.error: Exception | None = None
         self.timed_out = False  # replicas were detached for not acknowledging in time
 
-    def check(self) -> None:
-        if len(self.acked) >= min(self.needed, len(self.acked) + len(self.required)):
+    def check(self) -> bool:
+        """Set `done` if the commit is decided; return whether it is.
+
+        It is when `needed` replicas acknowledged it, or when no replica it waits for is
+        left (fewer acknowledged: the caller judges).
+        """
+        if len(self.acked) >= self.needed or not self.required:
             self.done.set()
+            return True
+        return False
+
+    def ack(self, name: str) -> bool:
+        """Count the acknowledgement of `name`, one of `required`; return whether decided."""
+        self.required.remove(name)
+        self.acked.append(name)
+        return self.check()
 
 
 class MasterSide:
@@ -271,14 +284,14 @@ class MasterSide:
         """React to one event of a link; return True when the link must close."""
         node = self._node
         if isinstance(event, mm.Acked):
-            self._on_ack(link, event.txid)
+            self.ack(link, event.txid)
         elif isinstance(event, mm.LinkSynced):
             if link.static_load:  # a static sync holds writes until the replica is synced
                 link.static_load = False
                 self._static_load_done()
             info = ReplicaInfo(link.name, link.sync.name.lower(), event.txid)
             node._record(ReplicaSynced(node._now(), node.name, link.name, info.sync, event.txid))
-            self._on_ack(link, event.txid)
+            self.ack(link, event.txid)
             while self._arrivals:
                 channel = self._arrivals.pop(0)
                 try:
@@ -299,18 +312,25 @@ class MasterSide:
             self._step_down(event.generation, event.node, event.address, promoter=link)
         return False
 
-    def _on_ack(self, link: ReplicaLink, txid: int) -> None:
-        link.acked(txid)
+    def ack(self, link: ReplicaLink, txid: int) -> None:
+        """`link`'s replica applied every transaction up to `txid` (the machine checked it)."""
+        link.acked()
         name = link.name
+        decided = False
         for pending in self._pending:
             if pending.txid > txid:
                 break
-            if name in pending.required:
-                pending.required.discard(name)
-                pending.acked.append(name)
-                pending.check()
-        while self._pending and self._pending[0].done.is_set():
-            self._pending.popleft()
+            if name in pending.required and pending.ack(name):
+                decided = True
+        # Whatever decides a commit pops the decided ones at the front (here, drop_link, the
+        # watchdog), so the front is undecided until an acknowledgement decides something.
+        if decided:
+            self._pop_decided()
+
+    def _pop_decided(self) -> None:
+        pending = self._pending
+        while pending and pending[0].done.is_set():
+            pending.popleft()
 
     def link_closed(self, link: ReplicaLink) -> None:
         self.drop_link(link)
@@ -335,8 +355,7 @@ class MasterSide:
                 pending.required.discard(link.name)
                 pending.detached.append(link.name)
                 pending.check()
-        while self._pending and self._pending[0].done.is_set():
-            self._pending.popleft()
+        self._pop_decided()
 
     def wake_on_commit(self, link: ReplicaLink) -> None:
         """The sender of `link` (not in direct mode) waits for the next commit."""
@@ -375,8 +394,10 @@ class MasterSide:
             self._committed = trio.Event()
             links = list(self.links.values())
             now = trio.current_time()  # one pass, one instant: as one send to each
+            # Links at one position are sent the same frames: each hands them to the next.
+            shared = None
             for link in links:
-                link.flush_direct(now)
+                shared = link.flush_direct(now, shared)
             self._trim(links)
 
     def _trim(self, links: list[ReplicaLink]) -> None:
@@ -653,7 +674,9 @@ class MasterSide:
         node = self._node
         # A replica whose whole initial load is on its way counts too: it acknowledges as
         # soon as it has applied the load, and it may already report itself synced.
-        required = {name for name, link in self.links.items() if link.is_synced or link.load_sent}
+        # (load_sent first: an attribute, true of every synced link but one still being sent
+        # what was queued after its Welcome.)
+        required = {name for name, link in self.links.items() if link.load_sent or link.is_synced}
         policy = params.ack_policy
         needed = {
             AckPolicy.ALL: len(required),
@@ -736,8 +759,7 @@ class MasterSide:
                         )
                 pending.required.clear()
                 pending.done.set()
-            while self._pending and self._pending[0].done.is_set():
-                self._pending.popleft()
+            self._pop_decided()
 
     async def _hear_delivered_acks(self, now: float) -> None:
         """Let the link receivers run until they stop bringing acks for commits due by `now`.

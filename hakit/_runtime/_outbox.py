@@ -44,6 +44,29 @@ def txns_frames(generation: int, entries: list[bytes], limit: int) -> list[bytes
     return frames
 
 
+class Batch:
+    """The `Txns` frames of the outbox's txids `start` .. `last`, built once for every link.
+
+    Shared and read-only: every link sent the same range gets this same object, so a link
+    at the position of the one before it in a flush needs no look into the outbox at all.
+    """
+
+    __slots__ = ("count", "data", "frames", "generation", "last", "limit", "size", "start")
+
+    def __init__(
+        self, start: int, last: int, generation: int, limit: int, frames: list[bytes]
+    ) -> None:
+        self.start = start
+        self.last = last
+        self.generation = generation
+        self.limit = limit  #: the most bytes of packed entries per frame
+        self.frames = frames
+        #: The frames joined: what one send hands to the transport.
+        self.data = frames[0] if len(frames) == 1 else b"".join(frames)
+        self.count = len(frames)
+        self.size = len(self.data)
+
+
 class Outbox:
     """Packed committed entries with consecutive txids, and their running byte count.
 
@@ -63,8 +86,7 @@ class Outbox:
         self._base_end = 0  # end_of(first - 1)
         #: `end_of(last)`: the bytes appended so far (from the arbitrary origin).
         self.total = 0
-        # The frames last built, and for what: (first, last, generation, limit, frames, data).
-        self._memo: tuple[int, int, int, int, list[bytes], bytes] | None = None
+        self._memo: Batch | None = None  # the frames last built
 
     @property
     def last(self) -> int:
@@ -132,26 +154,32 @@ class Outbox:
     def frames(self, start: int, generation: int, limit: int) -> tuple[list[bytes], bytes]:
         """The `Txns` frames of txids `start` .. `last`, and those frames joined.
 
-        The result is shared: every link sent the same range gets the same objects, built
-        once. Callers must not modify them.
+        The result is shared (see `batch`). Callers must not modify them.
+        """
+        batch = self.batch(start, generation, limit)
+        return batch.frames, batch.data
+
+    def batch(self, start: int, generation: int, limit: int) -> Batch:
+        """The `Batch` of txids `start` .. `last` (`Txns` frames of at most `limit` bytes).
+
+        The last one built is kept: every link sent the same range gets the same object.
         """
         last = self.last
         memo = self._memo
         if (
             memo is not None
-            and memo[0] == start
-            and memo[1] == last
-            and memo[2] == generation
-            and memo[3] == limit
+            and memo.start == start
+            and memo.last == last
+            and memo.generation == generation
+            and memo.limit == limit
         ):
-            return memo[4], memo[5]
+            return memo
         index = self._head + start - self.first
         if start < self.first or start > last:
             raise ValueError(f"txids {start}..{last} are not in the outbox (from {self.first})")
         frames = txns_frames(generation, self._entries[index:], limit)
-        data = frames[0] if len(frames) == 1 else b"".join(frames)
-        self._memo = (start, last, generation, limit, frames, data)
-        return frames, data
+        memo = self._memo = Batch(start, last, generation, limit, frames)
+        return memo
 
     def trim(self, needed: int) -> None:
         """Forget the entries before txid `needed` (the oldest any link still needs)."""

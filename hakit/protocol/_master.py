@@ -3,7 +3,8 @@ r"""The master side of one replica link, as a sans-I/O state machine.
 Theory of operation: `decide_handshake` is a pure function of the replica's `Hello` and a
 `MasterView` (what the master holds and allows); it returns the answer and the sync plan.
 Afterwards `MasterLinkMachine.receive(message, now)` turns each message from the replica into
-one event, and `tick(now)` produces keep-alives and detects a silent replica. Acknowledgements
+one event (`receive_value` does the same for a decoded frame, with a fast path for the usual
+`Ack`), and `tick(now)` produces keep-alives and detects a silent replica. Acknowledgements
 are cumulative: one `Ack(txid)` confirms every transaction up to `txid`.
 
 States::
@@ -17,11 +18,14 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from . import _history as h
 from . import _messages as m
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._stop import StopReason
+
+_ACK = int(m.Kind.ACK)
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,7 +326,7 @@ class MasterLinkMachine:
         self.pause_txid = txid
         return m.PromoteReady(self.generation, txid)
 
-    def receive(self, msg: m.Message, now: float) -> LinkEvent | None:
+    def receive(self, msg: m.Message, now: float) -> LinkEvent:
         """Process one message from the replica.
 
         A protocol violation becomes `ReplicaLeft(CONNECTION_ABORTED)`: it ends this link only.
@@ -336,7 +340,44 @@ class MasterLinkMachine:
             self.state = LinkState.CLOSED
             return ReplicaLeft(exc.stop_reason, f"protocol error from the replica: {exc}")
 
-    def _receive(self, msg: m.Message) -> LinkEvent | None:
+    def receive_value(self, value: Any, now: float) -> LinkEvent | None:
+        """Process one decoded frame from the replica: ``receive(parse_message(value), now)``.
+
+        The frame a master reads most, one per replica per commit, is an `Ack` of the link's
+        generation while it streams. Such an ack is checked and taken here as `receive` would
+        take it, without building the message or the event: None stands for the
+        ``Acked(self.acked)`` that `receive` would return. Anything else (another message or
+        generation, a txid outside ``[acked, sent_txid]``, a malformed frame, a link syncing,
+        promoting or closed) takes the generic path, with its checks and its words.
+
+        Returns:
+            None for an acknowledgement up to `acked` (now updated), meaning `Acked(acked)`;
+            otherwise what `receive` returns (never None, but maybe `Acked` too).
+
+        Raises:
+            RemoteProtocolError: `value` is not a message (see `parse_message`). Nothing
+                changed: the caller ends the link, as for an undecodable frame.
+            LocalProtocolError: the link is closed (see `receive`).
+        """
+        if type(value) is list and len(value) == 3 and self.state is LinkState.STREAMING:
+            kind, generation, txid = value
+            # Exact types first: parse_message refuses a bool or a float where it wants an
+            # int, and True == 1, 8.0 == 8. A txid within [acked, sent_txid] is a counter, and
+            # so is the link's generation: parse_message would accept the frame as is.
+            if (
+                type(kind) is int
+                and kind == _ACK
+                and type(generation) is int
+                and generation == self.generation
+                and type(txid) is int
+                and self.acked <= txid <= self.sent_txid
+            ):
+                self.last_heard = now
+                self.acked = txid
+                return None
+        return self.receive(m.parse_message(value), now)
+
+    def _receive(self, msg: m.Message) -> LinkEvent:
         if isinstance(msg, m.KillMaster):
             return self._kill(msg)
         if msg.generation > self.generation:

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from hakit.protocol import (
+    FrameDecoder,
     LinkState,
     LocalProtocolError,
     MasterLinkMachine,
@@ -14,6 +15,7 @@ from hakit.protocol import (
     StopReason,
     SyncKind,
     decide_handshake,
+    encode_frame,
     plan_sync,
 )
 from hakit.protocol import _messages as m
@@ -481,3 +483,127 @@ def test_sent_position_never_goes_back() -> None:
     link.sent(101.0, 0)
     assert link.sent_txid == 50
     assert link.receive(m.Ack(2, 50), 101.5) == LinkSynced(50)
+
+
+# -- receive_value: the fast path for the usual Ack is the generic path, exactly --------------
+
+
+def killed_link() -> MasterLinkMachine:
+    link = promoting_link()
+    link.pause_ready(10)
+    assert link.receive(m.KillMaster(3, "r1", None), 101.0) == KillRequested(3, "r1", None)
+    return link
+
+
+def closed_link() -> MasterLinkMachine:
+    link = streaming_link()
+    link.receive(m.Bye(2, int(StopReason.STOPPED_BY_LOCAL_REQUEST), ""), 101.0)
+    return link
+
+
+def sent_to(build: Any, txid: int) -> Any:
+    def made() -> MasterLinkMachine:
+        link: MasterLinkMachine = build()
+        link.sent(100.5, txid)
+        return link
+
+    return made
+
+
+# Every state a link's frames can reach it in, with sent_txid 12 where it still takes acks:
+# syncing (acked 7, target 10), streaming and promoting (acked 10), and finished.
+LINKS = {
+    "syncing": sent_to(make_link, 12),
+    "streaming": sent_to(streaming_link, 12),
+    "promoting": sent_to(promoting_link, 12),
+    "killed": killed_link,
+    "closed": closed_link,
+}
+
+
+def wire(value: Any) -> Any:
+    """`value` as the master reads it: framed, then decoded."""
+    decoder = FrameDecoder()
+    decoder.feed(encode_frame(value))
+    (decoded,) = decoder.drain()
+    return decoded
+
+
+ACK = int(m.Kind.ACK)
+BIG = 2**63  # one past the largest counter a frame may carry
+FRAMES = [
+    *([ACK, 2, txid] for txid in range(5, 15)),  # below acked, the window, beyond sent
+    [ACK, 1, 11],  # an older generation: taken, by the generic path
+    [ACK, 0, 11],
+    [ACK, 3, 11],  # a newer one: refused
+    [ACK, BIG, 11],
+    [ACK, -1, 11],
+    [ACK, 2, BIG],
+    [ACK, 2, -1],
+    [ACK, 2, True],  # True == 1, but a bool is no counter
+    [ACK, True, 11],
+    [True, 2, 11],
+    [float(ACK), 2, 11],  # 8.0 == 8, but a float is no kind
+    [ACK, 2.0, 11],
+    [ACK, 2, 11.0],
+    [ACK, 2, "11"],
+    [ACK, 2, None],
+    [ACK, "2", 11],
+    [ACK, 2, 11, 0],
+    [ACK, 2],
+    [ACK],
+    [],
+    [[ACK], 2, 11],
+    [99, 2, 11],
+    "garbage",
+    b"\x08\x02\x0b",
+    None,
+    ACK,
+    {ACK: 2},
+    m.Bye(2, int(StopReason.STOPPED_BY_LOCAL_REQUEST), "bye").to_wire(),
+    m.PromoteRequest(2).to_wire(),
+    m.KillMaster(3, "r1", None).to_wire(),
+    m.KeepAlive(2, 11).to_wire(),
+    m.Txns(2, []).to_wire(),
+]
+
+
+def outcome(call: Any) -> tuple[Any, ...]:
+    try:
+        return ("event", call())
+    except Exception as exc:  # the error and its words are part of the behaviour
+        return (type(exc), str(exc))
+
+
+@pytest.mark.parametrize("frame", FRAMES, ids=repr)
+@pytest.mark.parametrize("state", LINKS)
+def test_receive_value_does_what_receive_does_with_the_parsed_message(
+    state: str, frame: Any
+) -> None:
+    value = wire(frame)
+    generic, fast = LINKS[state](), LINKS[state]()
+    expected = outcome(lambda: generic.receive(m.parse_message(value), 102.0))
+    got = outcome(lambda: fast.receive_value(value, 102.0))
+    if got == ("event", None):
+        # The fast path's None stands for Acked at the position it moved to.
+        assert state == "streaming"
+        got = ("event", Acked(fast.acked))
+    assert got == expected
+    assert vars(fast) == vars(generic)  # acked, state, last_heard...
+
+
+@pytest.mark.parametrize("txid", [10, 11, 12])
+def test_the_usual_ack_takes_the_fast_path(txid: int) -> None:
+    link = sent_to(streaming_link, 12)()
+    assert link.receive_value(wire([ACK, 2, txid]), 102.0) is None
+    assert link.acked == txid
+    assert link.last_heard == 102.0
+    assert link.state is LinkState.STREAMING
+
+
+def test_the_fast_path_never_accepts_an_ack_beyond_what_was_sent() -> None:
+    link = sent_to(streaming_link, 12)()
+    event = link.receive_value(wire([ACK, 2, 13]), 102.0)
+    assert_left(event, StopReason.CONNECTION_ABORTED, "ack for txid 13", "[10, 12]")
+    assert link.acked == 10
+    assert link.state is LinkState.CLOSED
