@@ -417,13 +417,18 @@ class ReplicaLink:
 
     def read_ready(self, now: float) -> None:
         """Read and act on what has arrived by `now`, without waiting (the master's reader)."""
+        stream = self.stream
         try:
             while True:
-                values = self.stream.receive_nowait()
+                values = stream.receive_nowait()
                 if values is None:
                     return
                 if self._hear(values, now):
                     self.master.unread_link(self)
+                    return
+                if stream.drained:
+                    # That read took all there was: whatever arrives later wakes the reader
+                    # again, so a second read (one per replica per commit) would find nothing.
                     return
         except _PEER_FAILURES as exc:
             self._peer_failed(exc)

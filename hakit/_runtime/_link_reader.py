@@ -31,7 +31,11 @@ class Watched(Protocol):
     queued: bool
 
     def read_ready(self, now: float) -> None:
-        """Read and act on what has arrived by `now`, without waiting; never raise."""
+        """Read and act on what has arrived by `now`, without waiting; never raise.
+
+        While the link stays read, it reads with ``stream.receive_nowait()`` at least once:
+        the reader trusts the `drained` its last call left (nothing in flight to wait for).
+        """
 
 
 #: How a reader starts its task: ``nursery.start_soon``, or `trio.lowlevel.spawn_system_task`.
@@ -95,7 +99,10 @@ class LinkReader:
                 link.queued = False
                 if link in self._links:
                     link.read_ready(now)
-                    if link.stream.next_due is not None and link in self._links:
+                    stream = link.stream
+                    # A read that took all there was left nothing in flight either, and what
+                    # is put in flight since woke the watcher: no need to ask when it is due.
+                    if not stream.drained and stream.next_due is not None and link in self._links:
                         self._coming.add(link)
             if self._ready:
                 # Read again (a link read more than it could take at once) after letting

@@ -24,7 +24,7 @@ from hakit.protocol import MasterLinkMachine, encode_frame, parse_message
 from hakit.protocol import _messages as m
 from hakit.transports import FramedStream
 
-from .conftest import Nodes, commit, wait_until
+from .conftest import Nodes, commit, run_attach, wait_until
 from .test_bad_input import healthy_pair, hello, raw
 
 # -- the flusher's shared frames -------------------------------------------------------------
@@ -215,3 +215,39 @@ async def test_a_good_ack_from_a_replica_of_its_own_making_is_counted(
         await wait_until(lambda: bool(results))
         assert sorted(results[0].acked) == ["r1", "rogue"] and results[0].detached == ()
         assert "rogue" in master.replicas
+
+
+# -- one read per acknowledgement ---------------------------------------------------------------
+
+
+async def test_the_master_reads_each_replicas_ack_once_per_commit(
+    autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A read that took all there was (FramedStream.drained) is not followed by one that
+    # would find nothing; with latency the acks still arrive, through next_due.
+    async with hakit.open_cluster() as cluster, trio.open_nursery() as nursery:
+        master = await cluster.add_node("m")
+        master.set_master_params(hakit.MasterParams())
+        replicas = [await cluster.add_node(f"r{i}") for i in range(4)]
+        for replica in replicas:
+            run_attach(nursery, replica, "mem:m", hakit.ReplicaParams())
+            await master.attach_replica(timeout=5)
+        await commit(master, warm=1)
+        streams = {link.stream for link in master._master.links.values()}
+        reads: list[object] = []
+        receive_nowait = FramedStream.receive_nowait
+
+        def counted(stream: FramedStream) -> list[object] | None:
+            if stream in streams:
+                reads.append(stream)
+            return receive_nowait(stream)
+
+        monkeypatch.setattr(FramedStream, "receive_nowait", counted)
+        for i in range(5):
+            result = await commit(master, **{f"k{i}": i})
+            assert sorted(result.acked) == ["r0", "r1", "r2", "r3"]
+        assert len(reads) == 5 * 4
+        cluster.network.set_latency("r2", "m", 0.25)
+        result = await commit(master, late=1)
+        assert sorted(result.acked) == ["r0", "r1", "r2", "r3"]
+        nursery.cancel_scope.cancel()
