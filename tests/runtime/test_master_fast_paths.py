@@ -117,6 +117,12 @@ def test_a_pending_commit_is_decided_as_before() -> None:
                 pending.acked = [f"a{i}" for i in range(acked)]
                 before = acked >= min(needed, acked + required)
                 assert pending.check() is before is pending.done.is_set()
+                if required:  # one more acknowledgement, counted by ack (check inline)
+                    pending = _PendingCommit(1, {f"r{i}" for i in range(required)}, needed, 0.0)
+                    pending.acked = [f"a{i}" for i in range(acked)]
+                    after = acked + 1 >= min(needed, acked + required)
+                    assert pending.ack("r0") is after is pending.done.is_set()
+                    assert "r0" not in pending.required and pending.acked[-1] == "r0"
 
 
 def test_an_ack_decides_a_commit_once_enough_replicas_acknowledged() -> None:
