@@ -156,3 +156,27 @@ async def test_a_stop_while_the_reader_holds_the_stream_ends_only_that_replica(
         assert replicas[1].get("b") == 2 and replicas[1].get("c") == 3
         assert not again.done.is_set()
         nursery.cancel_scope.cancel()
+
+
+async def test_frames_in_flight_are_applied_when_they_come_due(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # With latency the reader is woken by the frames' due time, not by their sending; a
+    # commit takes a round trip, and still no replica task steps for it.
+    async with hakit.open_cluster() as cluster, trio.open_nursery() as nursery:
+        master, replicas, _ = await _cluster(cluster, nursery, 3)
+        await commit(master, a=1)
+        for replica in replicas:
+            cluster.network.set_latency("m", replica.name, 0.25, 0.0)
+        instrument = _Steps()
+        trio.lowlevel.add_instrument(instrument)
+        try:
+            start = trio.current_time()
+            result = await commit(master, b=2)
+            assert trio.current_time() - start == 0.5
+        finally:
+            trio.lowlevel.remove_instrument(instrument)
+        assert sorted(result.acked) == ["r0", "r1", "r2"]
+        assert all(replica.get("b") == 2 for replica in replicas)
+        assert _attach_steps(instrument.steps) == 0
+        nursery.cancel_scope.cancel()
