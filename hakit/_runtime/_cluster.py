@@ -53,6 +53,9 @@ class _Tracer:
 
     def __init__(self, log: EventLog) -> None:
         self.log = log
+        # The kind of the frame last named: the same frame is often named twice in a row
+        # (its "sent", then its "delivered"; one commit's frame to each replica in turn), so
+        # it is decoded once. Looked at inline where a frame is named: once per frame.
         self._last_frame: bytes | None = None
         self._last_kind = ""
         #: Called with every delivered message (the notebook's step-by-step clock).
@@ -74,7 +77,9 @@ class _Tracer:
         if frame is None:
             kind, size, frame = signal, 0, b""
         else:
-            kind, size = self._kind(frame), len(frame) + 4
+            if frame is not self._last_frame:  # the memo: see __init__
+                self._last_frame, self._last_kind = frame, frame_kind(frame)
+            kind, size = self._last_kind, len(frame) + 4
         sender = route.sender
         place = sender if action == "sent" or action == "held" else route.receiver
         # A plain tuple (see MessageRecord): the log builds the MessageEvent when it is read.
@@ -83,15 +88,6 @@ class _Tracer:
         self.log.append_message(record)
         if action == "delivered" and self.watchers:
             self._tell_watchers(record)
-
-    def _kind(self, frame: bytes) -> str:
-        # The same frame is often named twice in a row (its "sent", then its "delivered";
-        # one commit's frame to each replica in turn): decoded once.
-        if frame is self._last_frame:
-            return self._last_kind
-        kind = frame_kind(frame)
-        self._last_frame, self._last_kind = frame, kind
-        return kind
 
     def _tell_watchers(self, delivered: MessageRecord) -> None:
         event = MessageEvent(*delivered)
@@ -106,9 +102,9 @@ class _Tracer:
         append = self.log.append_passed
         for seq, frame in marks:
             assert frame is not None
-            # `_kind`'s memo looked at here: one commit's frame goes to every replica.
-            kind = self._last_kind if frame is self._last_frame else self._kind(frame)
-            size = len(frame) + 4
+            if frame is not self._last_frame:  # the memo: see __init__
+                self._last_frame, self._last_kind = frame, frame_kind(frame)
+            kind, size = self._last_kind, len(frame) + 4
             delivered = (time, receiver or "?", "delivered", sender, receiver, link, outbound,
                          seq, kind, size, time, None, 0, "", frame)  # fmt: skip
             append((time, sender or "?", "sent", sender, receiver, link, outbound,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import trio
 
@@ -253,7 +253,13 @@ class FramedStream(trio.abc.AsyncResource):
             if data is None:
                 self.drained = watchable.drained
                 return None
-            values = self._absorb(data)
+            if not data:
+                self._ended()
+            values = decoder.decode(data)
+            if values and not decoder.buffered and self._budget is None:
+                self.partial_since = None  # whole frames, nothing left: `_account` in short
+            else:
+                self._account(values)
             if values:
                 # A bad frame after these is raised by the next call: it must be made.
                 self.drained = watchable.drained and decoder.broken is None
@@ -272,27 +278,28 @@ class FramedStream(trio.abc.AsyncResource):
         return values
 
     def _absorb(self, data: bytes | bytearray) -> list[Any]:
-        """Decode bytes read from the stream; return the frames they complete (maybe none).
-
-        Accounts for the frames returned (`_received`) or for the frame begun.
-        """
-        decoder = self._decoder
+        """Decode bytes read from the stream; return the frames they complete (maybe none)."""
         if not data:
-            if decoder.buffered:
-                raise RemoteProtocolError("connection closed in the middle of a frame")
-            raise EOFError("connection closed by the peer")
-        values = decoder.decode(data)
-        if values:
-            if decoder.buffered or self._budget is not None:
-                self._received()
-            else:
-                self.partial_since = None  # `_received`'s usual case, without the call
-        else:
-            if self.partial_since is None:
-                self.partial_since = trio.current_time()
-            if self._budget is not None:
-                self._charge()
+            self._ended()
+        values = self._decoder.decode(data)
+        self._account(values)
         return values
+
+    def _ended(self) -> NoReturn:
+        """The stream ended (a read returned no bytes): raise what that means here."""
+        if self._decoder.buffered:
+            raise RemoteProtocolError("connection closed in the middle of a frame")
+        raise EOFError("connection closed by the peer")
+
+    def _account(self, values: list[Any]) -> None:
+        """Account for a read's frames (`_received`), or for the frame it began or went on."""
+        if values:
+            self._received()
+            return
+        if self.partial_since is None:
+            self.partial_since = trio.current_time()
+        if self._budget is not None:
+            self._charge()
 
     def _received(self) -> None:
         """Account for the frames just returned (and the start of the next one, if any)."""
