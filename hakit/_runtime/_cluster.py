@@ -94,14 +94,11 @@ class _Tracer:
         for watcher in list(self.watchers):
             watcher(event)
 
-    def passed(
-        self, time: float, route: Route, marks: tuple[tuple[int, bytes | None], ...]
-    ) -> None:
+    def passed(self, time: float, route: Route, seq: int, frames: tuple[bytes, ...]) -> None:
         """Frames sent and delivered at once (`time`): a "sent" and a "delivered" each."""
         sender, receiver, link, outbound = route.sender, route.receiver, route.link, route.outbound
         append = self.log.append_passed
-        for seq, frame in marks:
-            assert frame is not None
+        for frame in frames:
             if frame is not self._last_frame:  # the memo: see __init__
                 self._last_frame, self._last_kind = frame, frame_kind(frame)
             kind, size = self._last_kind, len(frame) + 4
@@ -111,6 +108,7 @@ class _Tracer:
                     seq, kind, size, time, time, 0, "", frame), delivered)  # fmt: skip
             if self.watchers:
                 self._tell_watchers(delivered)
+            seq += 1
 
     def fault(self, time: float, action: str, detail: str) -> None:
         self.log.append(NetworkChanged(time, "network", action, detail))

@@ -49,6 +49,8 @@ from typing import Protocol
 
 import trio
 
+from hakit.protocol._codec import size_prefix
+
 #: How often one chunk may be lost in a row before the sender gives up and resets.
 MAX_RETRANSMITS = 6
 #: The first retransmission timeout (Linux's minimum RTO); it doubles on each loss.
@@ -122,10 +124,8 @@ class NetworkTracer(Protocol):
         on `route` (-1 for the connection's opening).
         """
 
-    def passed(
-        self, time: float, route: Route, marks: tuple[tuple[int, bytes | None], ...]
-    ) -> None:
-        """Frames (`marks`: their numbers and payloads) were sent and delivered at `time`.
+    def passed(self, time: float, route: Route, seq: int, frames: tuple[bytes, ...]) -> None:
+        """Frames (their payloads, numbered from `seq` on) were sent and delivered at `time`.
 
         The same as a "sent" and then a "delivered" `message` for each, in one call: what a
         healthy link without latency does with nearly every frame.
@@ -729,7 +729,7 @@ class SimulatedNetwork:
         self._connections: dict[tuple[str | None, str], int] = {}
         # The payloads the tracer was last given for a chunk: a master sends the same
         # chunk (one commit's frame) to every replica, so it is cut up once, not per link.
-        self._split_memo: tuple[bytes, tuple[bytes | None, ...]] = (b"", ())
+        self._split_memo: tuple[bytes, tuple[bytes, ...]] = (b"", ())
         self._bytes_delivered = 0
         self._bytes_dropped = 0
         self._retransmissions = 0
@@ -1034,52 +1034,59 @@ class SimulatedNetwork:
                 # A receiver's wake-up deadline depends on the cut state: recompute it.
                 pipe.wake()
 
-    def _split(self, pipe: _Pipe, data: bytes) -> tuple[_Mark, ...]:
-        """Cut the bytes written to a pipe into frames, for the tracer."""
+    def _split(self, pipe: _Pipe, data: bytes) -> tuple[bytes, ...]:
+        """Cut the bytes written to a pipe into frames, for the tracer; count them.
+
+        Returns:
+            The payloads of the frames the bytes complete, numbered from the pipe's `seq`
+            before the call on (`seq` is moved past them).
+        """
         if pipe.unframed:
-            seq = pipe.seq
             pipe.seq += 1
-            return ((seq, data),)
+            return (data,)
         if not pipe.partial:
-            chunk, payloads = self._split_memo
+            chunk, frames = self._split_memo
             if chunk is data:
-                seq = pipe.seq
-                pipe.seq += len(payloads)
-                if len(payloads) == 1:
-                    return ((seq, payloads[0]),)
-                return tuple(zip(range(seq, seq + len(payloads)), payloads, strict=True))
+                pipe.seq += len(frames)
+                return frames
             end = len(data)
             if end >= 4:
-                size = int.from_bytes(data[:4], "big")
+                size = size_prefix(data)[0]
                 if size + 4 == end and size <= _TRACE_MAX_FRAME:
                     # The usual write: exactly one frame.
-                    seq = pipe.seq
                     pipe.seq += 1
-                    payload = data[4:]
-                    self._split_memo = (data, (payload,))
-                    return ((seq, payload),)
+                    frames = (data[4:],)
+                    self._split_memo = (data, frames)
+                    return frames
         whole = not pipe.partial
         buf = pipe.partial + data if pipe.partial else data
-        marks: list[_Mark] = []
+        cut: list[bytes] = []
         pos = 0
         end = len(buf)
         while end - pos >= 4:
-            size = int.from_bytes(buf[pos : pos + 4], "big")
+            size = size_prefix(buf, pos)[0]
             if size > _TRACE_MAX_FRAME:
                 pipe.unframed = True  # not hakit frames: trace raw chunks from now on
-                marks.append((pipe.seq, buf[pos:]))
-                pipe.seq += 1
+                cut.append(buf[pos:])
                 pos = end
                 break
             if end - pos - 4 < size:
                 break
-            marks.append((pipe.seq, buf[pos + 4 : pos + 4 + size]))
-            pipe.seq += 1
+            cut.append(buf[pos + 4 : pos + 4 + size])
             pos += 4 + size
         pipe.partial = buf[pos:]
+        pipe.seq += len(cut)
+        frames = tuple(cut)
         if whole and pos == end and not pipe.unframed:
-            self._split_memo = (data, tuple(frame for _, frame in marks))
-        return tuple(marks)
+            self._split_memo = (data, frames)
+        return frames
+
+    def _marks(self, pipe: _Pipe, item: _Item) -> tuple[_Mark, ...]:
+        """The tracer's numbered frames of a chunk, or the marker a signal or reset is."""
+        if not isinstance(item, bytes):
+            return self._marker(pipe)
+        seq = pipe.seq
+        return tuple(enumerate(self._split(pipe, item), seq))
 
     def _marker(self, pipe: _Pipe) -> tuple[_Mark, ...]:
         seq = pipe.seq
@@ -1113,16 +1120,15 @@ class SimulatedNetwork:
             pipe.buffered += size
             self._bytes_delivered += size
             if tracer is not None:
-                tracer.passed(now, pipe.route, self._split(pipe, item))
+                seq = pipe.seq  # the first frame's number: `_split` moves it on
+                tracer.passed(now, pipe.route, seq, self._split(pipe, item))
             watcher = pipe.watcher
             if watcher is None or pipe.waiter is not None:
                 pipe.wake()
             else:
                 watcher()  # what wake() does here, without its call: once per frame
             return
-        marks: tuple[_Mark, ...] = ()
-        if tracer is not None:
-            marks = self._split(pipe, item) if isinstance(item, bytes) else self._marker(pipe)
+        marks = () if tracer is None else self._marks(pipe, item)
         if isinstance(item, bytes) and (pipe.reader_closed or pipe.reset is not None):
             # The reader is gone; the writer learns it when the close notice arrives.
             self._bytes_dropped += len(item)

@@ -276,7 +276,7 @@ class _Recorder:
     def message(self, action: str, time: float, *args: Any) -> None:
         pass
 
-    def passed(self, time: float, route: Route, marks: Any) -> None:
+    def passed(self, time: float, route: Route, seq: int, frames: Any) -> None:
         self.times.append((time, trio.current_time()))
 
     def fault(self, time: float, action: str, detail: str) -> None:
@@ -316,10 +316,16 @@ def test_a_passed_frame_is_recorded_as_its_sent_and_delivered_messages() -> None
     fast_tracer, slow_tracer = _Tracer(fast), _Tracer(slow)
     for i, payload in enumerate(frames + frames[::-1] + frames):
         t = float(i)
-        fast_tracer.passed(t, route, ((i, payload),))
+        fast_tracer.passed(t, route, i, (payload,))
         slow_tracer.message("sent", t, route, i, payload, "", t, t, 0, "")
         slow_tracer.message("delivered", t, route, i, payload, "", t, None, 0, "")
+    t = float(len(frames) * 3)
+    fast_tracer.passed(t, route, 100, tuple(frames))  # one chunk of several frames
+    for seq, payload in enumerate(frames, 100):
+        slow_tracer.message("sent", t, route, seq, payload, "", t, t, 0, "")
+        slow_tracer.message("delivered", t, route, seq, payload, "", t, None, 0, "")
     fast.flush()
     slow.flush()
     assert list(fast._ring) == list(slow._ring)
     assert [e.kind for e in fast][:8:2] == ["ACK", "KEEPALIVE", "?", "ACK"]
+    assert [e.seq for e in fast][-8:] == [100, 100, 101, 101, 102, 102, 103, 103]
