@@ -170,7 +170,9 @@ class ReplicaLink:
             now: the time of the flusher's pass.
             shared: what the link before this one in the same pass was sent from the outbox.
                 A link at the same position sends the same bytes without asking the outbox:
-                with a hundred links per commit, asking was most of a flush's calls.
+                with a hundred links per commit, asking was most of a flush's calls. Only
+                from the same pass: nothing is committed during one (it never yields), so
+                the batch still ends at the outbox's last transaction.
 
         Returns:
             What the next link of the pass may share: what this one was sent from the
