@@ -44,7 +44,8 @@ class NodeProcess:
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
-        threading.Thread(target=self._pump, daemon=True).start()
+        self.pump = threading.Thread(target=self._pump, daemon=True)
+        self.pump.start()
         first = self.wait_for(rf"^{name} listening at ")
         self.address = first.rsplit(" ", 1)[1]
 
@@ -93,6 +94,10 @@ def procs() -> Iterator[list[NodeProcess]]:
         if proc.proc.poll() is None:
             proc.proc.kill()
         proc.proc.wait()
+        # The process is gone, so its output ends: let the pump read to the end before the
+        # pipe is closed under it (closing first made the thread fail on a closed file,
+        # reported against whichever test ran next).
+        proc.pump.join(timeout=DEADLINE)
         assert proc.proc.stdout is not None
         proc.proc.stdout.close()
 
