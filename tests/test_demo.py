@@ -35,6 +35,11 @@ async def test_the_demo_prints_each_steps_events_under_it() -> None:
     assert "[beta] replica gamma detached: CONNECTION_ABORTED" in story[9]
     assert "a cancel request came to the cancel point" in story[10]
     assert "[gamma] replica stopped: CONNECTION_ABORTED" in story[11]
+    # both ends tell the same story: the master closed, it requested nothing
+    assert (
+        "[beta] replica gamma detached: CONNECTION_ABORTED (the master node is closing)"
+        in (story[11])
+    )
     assert "[" not in story[12]  # the summary: no stray events
     # the master sees a sync before it goes away, never after
     assert story[11].index("[beta] replica gamma synced") < story[11].index("detached")

@@ -196,9 +196,13 @@ class MasterSide:
             )
 
     def close(self) -> None:
-        """The node is closing: end every link."""
+        """The node is closing: end every link.
+
+        No `Detach` is sent (the node goes away as a process exits), so each replica reads
+        the end of its connection: CONNECTION_ABORTED, on both sides' records.
+        """
         for link in list(self.links.values()):
-            link.abort(StopReason.MASTER_REQUESTED_DISCONNECT, "the master node is closing")
+            link.abort(StopReason.CONNECTION_ABORTED, "the master node is closing")
 
     # -- handshake -----------------------------------------------------------------------------
     def _generation_of(self, txid: int) -> int | None:

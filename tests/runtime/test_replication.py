@@ -251,6 +251,10 @@ async def test_master_going_away_aborts_connection(
     master, (_replica,), (run,) = await master_with_replicas(nodes, nursery, "r1")
     await master.aclose()
     assert await run.wait() is StopReason.CONNECTION_ABORTED
+    # The master's own record says the same: it closed the link, it sent no Detach.
+    (detached,) = master.events.of_type(hakit.ReplicaDetached)
+    assert detached.reason is StopReason.CONNECTION_ABORTED
+    assert detached.detail == "the master node is closing"
 
 
 async def test_handshake_failed_wrong_cluster(
