@@ -210,6 +210,11 @@ class TlsStream(trio.abc.Stream):
                 chunk = self._sock.recv(size - got)
             except (ssl.SSLWantReadError, ssl.SSLWantWriteError, ssl.SSLZeroReturnError):
                 break  # nothing more now (or the end, which the next call reports)
+            except (ssl.SSLError, OSError) as exc:
+                # A bad record (or a reset) behind good ones: return the plaintext already
+                # taken, which no later call could give back; the next call raises.
+                self._broken = exc
+                break
             chunks.append(chunk)
             got += len(chunk)
             if len(chunk) < _MAX_RECORD:

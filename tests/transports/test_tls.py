@@ -4,6 +4,7 @@ verification, refusals, broken connections and bulk reads, on real sockets on 12
 from __future__ import annotations
 
 import fcntl
+import os
 import socket
 import ssl
 import struct
@@ -182,6 +183,25 @@ async def test_a_bulk_receive_takes_every_record_already_arrived(
         await client.send_all(b"abcdef")
         assert await server.receive_some(2) == b"ab"
         assert await server.receive_some() == b"cdef"
+
+
+async def test_records_taken_before_a_corrupt_one_are_returned_then_it_breaks(
+    listener: tuple[trio.abc.Listener[trio.abc.Stream], str], client_ssl: ssl.SSLContext
+) -> None:
+    client, server = await tls_pair(*listener, client_ssl)
+    async with client, server:
+        payload = bytes(range(256)) * 256  # four full records, read in one bulk receive
+        await client.send_all(payload)
+        # Then a record no key decrypts, written under the TLS layer (as a corrupting
+        # middlebox would): application data, 32 bytes of garbage.
+        garbage = b"\x17\x03\x03\x00\x20" + bytes(range(32))
+        os.write(client.ssl_socket.fileno(), garbage)
+        while queued_bytes(server) < len(payload) + 4 * 22 + len(garbage):
+            await trio.lowlevel.checkpoint()
+        assert await server.receive_some(256 * 1024) == payload  # nothing taken is lost
+        with pytest.raises(trio.BrokenResourceError) as caught:
+            await server.receive_some()
+        assert isinstance(caught.value.__cause__, ssl.SSLError)
 
 
 async def test_a_send_cancelled_midway_breaks_the_stream(
