@@ -697,7 +697,9 @@ class SimulatedNetwork:
 
     Deterministic: every random draw (jitter, loss) comes from generators seeded by `seed`
     and the link's identity, and all times come from trio's clock. Every method must be
-    called from inside the trio run that uses the network.
+    called from inside the trio run that uses the network. The network may serve several
+    runs one after the other, but a connection belongs to the run that opened it: its
+    streams read that run's clock.
 
     Args:
         seed: the seed of the latency jitter and of the losses.
