@@ -329,3 +329,76 @@ def test_a_passed_frame_is_recorded_as_its_sent_and_delivered_messages() -> None
     assert list(fast._ring) == list(slow._ring)
     assert [e.kind for e in fast][:8:2] == ["ACK", "KEEPALIVE", "?", "ACK"]
     assert [e.seq for e in fast][-8:] == [100, 100, 101, 101, 102, 102, 103, 103]
+
+
+class _Frames:
+    """A tracer that keeps each link's frames as it was told of them when sent."""
+
+    def __init__(self) -> None:
+        self.sent: dict[str, list[tuple[int, bytes]]] = {}
+
+    def message(
+        self, action: str, time: float, route: Route, seq: int, frame: bytes | None, *rest: Any
+    ) -> None:
+        if action == "sent" and frame is not None and seq >= 0:
+            self.sent.setdefault(route.link, []).append((seq, frame))
+
+    def passed(self, time: float, route: Route, seq: int, frames: tuple[bytes, ...]) -> None:
+        for number, payload in enumerate(frames, seq):
+            self.sent.setdefault(route.link, []).append((number, payload))
+
+    def fault(self, time: float, action: str, detail: str) -> None:
+        pass
+
+
+def _cut_as_the_reference_does(writes: list[bytes], limit: int) -> list[tuple[int, bytes]]:
+    # Frame by frame over the whole stream: the payload of each complete frame, numbered;
+    # once a length is over `limit` the bytes are not frames: the rest, then each write.
+    out: list[tuple[int, bytes]] = []
+    buf, unframed = b"", False
+    for write in writes:
+        if unframed:
+            out.append((len(out), write))
+            continue
+        buf += write
+        while len(buf) >= 4:
+            size = int.from_bytes(buf[:4], "big")
+            if size > limit:
+                out.append((len(out), buf))
+                buf, unframed = b"", True
+                break
+            if len(buf) - 4 < size:
+                break
+            out.append((len(out), buf[4 : 4 + size]))
+            buf = buf[4 + size :]
+    return out
+
+
+@pytest.mark.parametrize("seed", range(8))
+async def test_the_tracer_is_told_each_frame_as_a_reference_cutter_cuts_them(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    # Writes of whole frames, several frames, pieces of frames, and (past a lowered limit)
+    # bytes that are no frames, each written to two links as the same object (a master's
+    # shared chunk: cut once, then taken from the memo), one link healthy (`passed`), one
+    # with latency (`message`): both are told the reference's frames and numbers.
+    import hakit.transports._memory as memory
+
+    monkeypatch.setattr(memory, "_TRACE_MAX_FRAME", 200)
+    rng = random.Random(seed)
+    stream = b"".join(encode_frame("v" * rng.randrange(60)) for _ in range(30))
+    if seed % 2:
+        stream += (1000).to_bytes(4, "big") + b"no frame"  # over the limit: unframed
+    cuts = sorted(rng.sample(range(1, len(stream)), 25))
+    writes = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+    writes += [b"after"] * 2
+    frames = _Frames()
+    network = SimulatedNetwork(seed, tracer=frames)
+    (healthy, _), (slow, _) = await _pair(network, "b"), await _pair(network, "c")
+    network.set_latency("a", "c", 0.1, 0.05)
+    for write in writes:
+        healthy.send_nowait(write)
+        slow.send_nowait(write)
+    expected = _cut_as_the_reference_does(writes, 200)
+    assert frames.sent["a>b#0"] == expected
+    assert frames.sent["a>c#0"] == expected
