@@ -379,13 +379,16 @@ class MemoryStream(trio.abc.HalfCloseableStream):
             byte sent before has been returned).
 
         Raises:
-            trio.BusyResourceError: another task is receiving on this stream.
+            trio.BusyResourceError: another task is receiving or waiting (`wait_readable`) on
+                this stream.
             trio.ClosedResourceError: this end was closed, before or during the call.
             trio.BrokenResourceError: the connection was reset (``ECONNRESET``).
         """
         if max_bytes is not None and max_bytes < 1:
             raise ValueError("max_bytes must be at least 1")
-        if self._receiving:
+        # A task parked in wait_readable is the pipe's waiter too: waiting here would take
+        # its place, and it would never be woken.
+        if self._receiving or self._in.waiter is not None:
             raise trio.BusyResourceError("another task is already receiving on this stream")
         self._receiving = True
         try:

@@ -402,3 +402,31 @@ async def test_the_tracer_is_told_each_frame_as_a_reference_cutter_cuts_them(
     expected = _cut_as_the_reference_does(writes, 200)
     assert frames.sent["a>b#0"] == expected
     assert frames.sent["a>c#0"] == expected
+
+
+async def test_receive_some_and_wait_readable_refuse_each_other(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Both park on the pipe: a second task must be refused, whichever came first, or it
+    # would take the first one's place and that one would never be woken.
+    network = SimulatedNetwork()
+    client, server = await _pair(network)
+    got: list[bytes | None] = []
+
+    async def wait_then_take() -> None:
+        await server.wait_readable()
+        got.append(server.receive_nowait())
+
+    async def receive() -> None:
+        got.append(await server.receive_some())
+
+    for first, second in ((wait_then_take, receive), (receive, wait_then_take)):
+        with trio.fail_after(10):  # a task never woken
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(first)
+                await trio.testing.wait_all_tasks_blocked()
+                with pytest.raises(trio.BusyResourceError):
+                    await second()
+                client.send_nowait(b"x")
+        assert got == [b"x"]
+        got.clear()
