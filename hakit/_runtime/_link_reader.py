@@ -113,9 +113,18 @@ class LinkReader:
             for link in list(self._coming):
                 when = link.stream.next_due
                 if when is None:
+                    # Nothing in flight any more, though there was when it was read: it came
+                    # due during this step (a real clock moves on while the step works) and
+                    # another link's send moved it into the buffer, which calls no watcher
+                    # (the network delivers lazily); or the link was cut. Read it again: a
+                    # cut one reads nothing and is not kept (its heal calls the watcher).
                     self._coming.discard(link)
+                    self._readable(link)
                 elif when < due:
                     due = when
+            if self._ready:
+                await trio.lowlevel.checkpoint()
+                continue
             self._parked = trio.lowlevel.current_task()
             if due == math.inf:
                 await trio.lowlevel.wait_task_rescheduled(self._abort)
