@@ -100,6 +100,15 @@ class Follower:
 
     def _hand_off(self, handoff: Iterator[rm.ReplicaEvent] | BaseException) -> None:
         _reader().remove(self)
+        if self._machine.state is rm.ReplicaState.STOPPED and not isinstance(
+            handoff, BaseException
+        ):
+            # The master ended the session (a Detach, a Reject, a promotion elsewhere) or
+            # the link broke: close our end now, in the step that read why, as the replica's
+            # own loop would have in its step. Left to the replica's task, the close would
+            # come a scheduler pass later, in the same pass as the master's own close, and
+            # which of the two reached an open end would be trio's choice, not the log's.
+            self.stream.close_nowait()
         task, self._task = self._task, None
         if task is not None:
             self._handoff = handoff

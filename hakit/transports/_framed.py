@@ -333,10 +333,25 @@ class FramedStream(trio.abc.AsyncResource):
 
     async def aclose(self) -> None:
         """Close the underlying stream, and free what was buffered of an unfinished frame."""
+        self._forget()
+        await self.stream.aclose()
+
+    def close_nowait(self) -> None:
+        """Close at once, without a checkpoint (a stream that `can_watch` only).
+
+        What `aclose` does, for a reader that ends a link in the middle of a task step;
+        a later `aclose` finds it closed.
+        """
+        close: Callable[[], None] | None = getattr(self.stream, "close_nowait", None)
+        if close is None:
+            raise TypeError(f"{self.stream!r} cannot be closed without waiting")
+        self._forget()
+        close()
+
+    def _forget(self) -> None:
         self._release()
         self._budget = None
         # Whatever still refers to this object (a task's frame, a cycle not yet collected)
         # must not keep a partial frame of up to max_frame_size alive.
         self._decoder.clear()
         self.partial_since = None
-        await self.stream.aclose()

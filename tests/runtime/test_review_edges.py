@@ -108,13 +108,6 @@ def test_a_replica_reading_its_own_stream_is_detached_the_same_whatever_trio_run
     assert len({_log_of(_detach_one_with_callback, seed) for seed in range(12)}) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review 07:45 in /work/coord/log.md: a follower hears Detach one scheduler pass "
-    "later (the reader, then its task), so it closes its end in the same pass as the master "
-    "closes its own; which CLOSE is 'delivered' and which 'dropped' then depends on trio's "
-    "order",
-)
 @pytest.mark.parametrize("script", [_detach_one, _stop_master], ids=["detach", "stop_master"])
 def test_a_detached_follower_gives_the_same_log_whatever_trio_runs_first(script: Script) -> None:
     assert len({_log_of(script, seed) for seed in range(12)}) == 1

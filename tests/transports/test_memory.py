@@ -14,7 +14,8 @@ import pytest
 import trio
 import trio.testing
 
-from hakit.transports import NetworkStatistics, SimulatedNetwork
+from hakit.protocol import encode_frame
+from hakit.transports import FramedStream, NetworkStatistics, SimulatedNetwork
 from hakit.transports._memory import MemoryStream
 
 Pair = tuple[trio.abc.Stream, trio.abc.Stream]
@@ -474,3 +475,24 @@ async def test_reading_a_reset_or_closed_end_without_waiting_raises() -> None:
         await server.aclose()
         with pytest.raises(trio.ClosedResourceError):
             server.receive_nowait()
+
+
+async def test_a_framed_close_without_waiting_is_the_close_a_peer_reads() -> None:
+    # A reader serving many links ends one in the middle of its step: the peer reads what
+    # was sent and then the end of the stream, exactly as after aclose; aclose after it is
+    # a no-op; a stream that may block cannot do it.
+    network = SimulatedNetwork(seed=1)
+    async with linked(network, "a", "b") as (client, server):
+        framed = FramedStream(client)
+        assert framed.try_send_nowait(encode_frame([1, 2]))
+        framed.close_nowait()
+        with pytest.raises(trio.ClosedResourceError):
+            framed.try_send_nowait(encode_frame([3]))
+        await framed.aclose()
+        peer = FramedStream(server)
+        assert await peer.receive() == [[1, 2]]
+        with pytest.raises(EOFError):
+            await peer.receive()
+    blocking, _ = trio.testing.memory_stream_pair()
+    with pytest.raises(TypeError, match="cannot be closed without waiting"):
+        FramedStream(blocking).close_nowait()
