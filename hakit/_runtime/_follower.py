@@ -152,5 +152,7 @@ class Follower:
                     return
         except RECEIVE_FAILURES as exc:
             self._hand_off(iter((run._receive_failed(machine, exc),)))
-        except Exception as exc:  # a bug: the replica's own task raises it, not the reader
+        except BaseException as exc:  # nothing may escape a system task
+            # A bug, or a storage raising even KeyboardInterrupt: the replica's own task
+            # raises it, as it would have before. Raised here, it would end the whole run.
             self._hand_off(exc)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+import pytest
 import trio
 import trio.lowlevel
 import trio.testing
@@ -97,27 +98,34 @@ async def test_the_reader_outlives_the_node_whose_replica_started_it(
 
 
 class _FailingStorage(hakit.MemoryStorage):
+    def __init__(self, error: type[BaseException]) -> None:
+        super().__init__()
+        self.error = error
+
     def apply(self, entries: Any) -> None:
         for entry in entries:
             if any(op[1] == "boom" for op in entry[2]):
-                raise RuntimeError("the disk is on fire")
+                raise self.error("the disk is on fire")
         super().apply(entries)
 
 
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
 async def test_an_error_applying_is_raised_by_its_own_attach_and_nobody_elses(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, error: type[BaseException]
 ) -> None:
+    # Even what is not an Exception: raised in the reader (a system task) it would end
+    # the whole run.
     async with hakit.open_cluster() as cluster, trio.open_nursery() as nursery:
         master = await cluster.add_node("m")
         master.set_master_params(MasterParams(ack_policy=hakit.AckPolicy.ONE))
-        bad = await cluster.add_node("bad", storage=_FailingStorage())
+        bad = await cluster.add_node("bad", storage=_FailingStorage(error))
         good = await cluster.add_node("good")
         errors: list[BaseException] = []
 
         async def attach_bad() -> None:
             try:
                 await bad.attach_master("mem:m", ReplicaParams())
-            except RuntimeError as exc:
+            except error as exc:
                 errors.append(exc)
 
         nursery.start_soon(attach_bad)
