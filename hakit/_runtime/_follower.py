@@ -65,7 +65,9 @@ class Follower:
     acknowledge) and ``_receive_failed`` (a lost link as the machine's `Stopped`).
     """
 
-    __slots__ = ("_abort", "_handoff", "_machine", "_run", "_task", "queued", "stream")
+    __slots__ = (
+        "_abort", "_handoff", "_machine", "_reader", "_run", "_task", "queued", "stream",
+    )  # fmt: skip
 
     def __init__(self, run: ReplicaRun, machine: ReplicaMachine, stream: FramedStream) -> None:
         self._run = run
@@ -73,6 +75,7 @@ class Follower:
         self.stream = stream
         self.queued = False
         self._task: trio.lowlevel.Task | None = None
+        self._reader: LinkReader | None = None  # the run's, while it holds the stream
         self._handoff: Iterator[rm.ReplicaEvent] | BaseException | None = None
         self._abort = self._taken_back  # made once
 
@@ -84,7 +87,8 @@ class Follower:
             the machine's `Stopped` event).
         """
         self._task = trio.lowlevel.current_task()
-        _reader().add(self, _spawn_system)
+        self._reader = _reader()
+        self._reader.add(self, _spawn_system)
         await trio.lowlevel.wait_task_rescheduled(self._abort)
         handoff, self._handoff = self._handoff, None
         if isinstance(handoff, BaseException):
@@ -94,12 +98,17 @@ class Follower:
 
     def _taken_back(self, _raise_cancel: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
         # The replica's task was cancelled while parked: the reader lets go of it now.
-        _reader().remove(self)
+        self._let_go()
         self._task = None
         return trio.lowlevel.Abort.SUCCEEDED
 
+    def _let_go(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.remove(self)
+
     def _hand_off(self, handoff: Iterator[rm.ReplicaEvent] | BaseException) -> None:
-        _reader().remove(self)
+        self._let_go()
         if self._machine.state is rm.ReplicaState.STOPPED and not isinstance(
             handoff, BaseException
         ):

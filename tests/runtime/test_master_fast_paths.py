@@ -153,6 +153,19 @@ def _synced(master: hakit.Node) -> bool:
     return any(e.replica == "rogue" for e in master.events.of_type(hakit.ReplicaSynced))
 
 
+def _commit_in_background(
+    nursery: trio.Nursery, master: hakit.Node, **items: int
+) -> list[hakit.CommitResult]:
+    """Start a commit of `items`; its result lands in the returned list once it returns."""
+    results: list[hakit.CommitResult] = []
+
+    async def write() -> None:
+        results.append(await commit(master, **items))
+
+    nursery.start_soon(write)
+    return results
+
+
 def _frame(case: str, generation: int, txid: int) -> bytes:
     ack = int(m.Kind.ACK)
     return {
@@ -184,12 +197,7 @@ async def test_a_bad_ack_from_a_streaming_replica_ends_only_its_link(
     master, replica = await healthy_pair(nodes, nursery)
     framed, generation = await _rogue(nodes, master)
     async with framed:
-        results: list[hakit.CommitResult] = []
-
-        async def write() -> None:
-            results.append(await commit(master, during=1))
-
-        nursery.start_soon(write)
+        results = _commit_in_background(nursery, master, during=1)
         values = await framed.receive()  # the commit's transaction: the rogue must ack it
         assert any(isinstance(parse_message(v), m.Txns | m.PackedTxns) for v in values)
         await framed.send(_frame(case, generation, master.txid))
@@ -210,12 +218,7 @@ async def test_a_good_ack_from_a_replica_of_its_own_making_is_counted(
     master, _replica = await healthy_pair(nodes, nursery)
     framed, generation = await _rogue(nodes, master)
     async with framed:
-        results: list[hakit.CommitResult] = []
-
-        async def write() -> None:
-            results.append(await commit(master, during=1))
-
-        nursery.start_soon(write)
+        results = _commit_in_background(nursery, master, during=1)
         await framed.receive()
         await framed.send(m.Ack(generation, master.txid).encode())
         await wait_until(lambda: bool(results))
